@@ -1,0 +1,1 @@
+"""The ``rgs`` command line: one console script, one module per command group."""

@@ -1,0 +1,106 @@
+"""``rgs up``: start the whole stack on embedded defaults (or external services) and stay up.
+
+Ray: local, or ``RAY_ADDRESS``. PostgreSQL: embedded under the state folder, or
+``DATABASE_URL``. Everything this command started is stopped on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from typing import Any
+
+from cli.base import add_config_flag, load_cli_config
+from core.config import Config
+from storage.database import migrate, resolve_database
+from storage.embedded import EmbeddedPostgres
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("up", help="start ray-rgs and stay up until Ctrl-C")
+    add_config_flag(parser)
+    parser.add_argument("--shards", type=int, default=None, help="account shard actors")
+    parser.add_argument(
+        "--exit-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this long (for scripts and smoke tests)",
+    )
+    parser.set_defaults(handler=_up)
+
+
+def _up(args: argparse.Namespace) -> int:
+    config = load_cli_config(args, shards=args.shards)
+    stop_requested = _install_stop_handlers()
+    started: list[tuple[str, Any]] = []
+    try:
+        _say(f"state folder  {config.state_dir.absolute()}")
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        url, server = resolve_database(config.database_url, config.pg_data_dir)
+        if server is not None:
+            started.append(("embedded PostgreSQL", server))
+        applied = asyncio.run(migrate(url))
+        where = f"embedded, data in {config.pg_data_dir}" if server else "external DATABASE_URL"
+        _say(f"postgres      {url} ({where}); {len(applied)} migration(s) applied")
+
+        ray = _start_ray(config)
+        started.append(("Ray", ray))
+        context = ray.get_runtime_context()
+        _say(f"ray           {'joined ' + config.ray_address if config.ray_address else 'local'}"
+             f" (node {context.get_node_id()[:12]}, namespace {context.namespace})")
+        _say("up. Ctrl-C stops everything started here.")
+        deadline = None if args.exit_after is None else time.monotonic() + args.exit_after
+        while not stop_requested():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        _stop_all(started)
+    return 0
+
+
+def _start_ray(config: Config) -> Any:
+    import ray
+
+    ray.init(
+        address=config.ray_address,
+        namespace="rgs",
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    return ray
+
+
+def _stop_all(started: list[tuple[str, Any]]) -> None:
+    for name, thing in reversed(started):
+        with contextlib.suppress(Exception):
+            _say(f"stopping {name}")
+            if isinstance(thing, EmbeddedPostgres):
+                thing.stop()
+            else:
+                thing.shutdown()
+    _say("stopped")
+
+
+def _install_stop_handlers() -> Any:
+    requested = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal requested
+        requested = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: requested
+
+
+def _say(line: str) -> None:
+    print(f"rgs up: {line}", file=sys.stdout, flush=True)

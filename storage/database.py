@@ -1,0 +1,92 @@
+"""Connecting to PostgreSQL: the embedded default or ``DATABASE_URL``.
+
+Foreign connection errors become :class:`~storage.errors.DatabaseUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from storage.embedded import EmbeddedPostgres
+from storage.errors import DatabaseUnavailableError
+from storage.migrations import apply_migrations
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "connect",
+    "create_pool",
+    "migrate",
+    "connection",
+    "resolve_database",
+]
+
+# What a lost or refused connection looks like from asyncpg and the OS.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncio.TimeoutError,
+)
+
+
+def resolve_database(database_url: str | None, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
+    """The URL to use, and the embedded server we started for it (None when external)."""
+    if database_url:
+        return database_url, None
+    server = EmbeddedPostgres(data_dir)
+    return server.start(), server
+
+
+async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, timeout=timeout)
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailableError(f"cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=10)
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailableError(f"cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply pending migrations; return the names applied by this call."""
+    conn = await connect(url)
+    try:
+        applied = await apply_migrations(conn)
+    finally:
+        await conn.close()
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+@asynccontextmanager
+async def connection(url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def _redact(url: str) -> str:
+    # postgresql://user:secret@host/db -> postgresql://user:***@host/db
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
