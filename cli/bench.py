@@ -10,12 +10,13 @@ import argparse
 import importlib
 from typing import Any
 
-from cli.base import add_json_flag, emit_json, fail
+from cli.base import add_config_flag, add_json_flag, emit_json, fail
 
 __all__ = ["BENCHMARKS", "register"]
 
 # name -> "module:function"; the function takes the parsed args and returns the result dict.
 BENCHMARKS: dict[str, str] = {
+    "ledger": "actors.bench_ledger:run_bench",
     "sims": "sims.bench:run_bench",
 }
 
@@ -26,6 +27,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds per measured side")
     parser.add_argument("--concurrency", type=int, default=None, help="requests/commands in flight")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    add_config_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=_run)
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "cli.fairness",
     "cli.keno",
     "cli.db",
+    "cli.ledger",
     "cli.up",
     "cli.bench",
 

@@ -40,11 +40,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def resolve_database(database_url: str | None, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
-    """The URL to use, and the embedded server we started for it (None when external)."""
+    """The URL to use, and the embedded server this call started (None when it was
+    already running or the database is external: then it is not ours to stop)."""
     if database_url:
         return database_url, None
     server = EmbeddedPostgres(data_dir)
-    return server.start(), server
+    already_running = server.pgdata.joinpath("PG_VERSION").exists() and server.is_running()
+    url = server.start()
+    return url, None if already_running else server
 
 
 async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:

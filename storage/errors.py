@@ -7,7 +7,8 @@
         ├── DatabaseUnavailableError  cannot reach or lost PostgreSQL (retryable)
         ├── CommitOutcomeUnknownError the connection died during COMMIT: it may or may not
         │                             have committed; resolve by retrying with the same key
-        ├── StaleWriterError          fencing epoch or account version moved on: another
+        ├── JournalRejectedError      the database refused a batch (a constraint fired)
+        │   └── StaleWriterError      fencing epoch or account version moved on: another
         │                             owner wrote first; this writer must stop
         ├── MigrationError            a migration failed or an applied one was edited
         └── EmbeddedServerError       the embedded PostgreSQL could not start or stop
@@ -23,6 +24,7 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "DatabaseUnavailableError",
     "EmbeddedServerError",
+    "JournalRejectedError",
     "MigrationError",
     "StaleWriterError",
     "StorageError",
@@ -41,7 +43,11 @@ class CommitOutcomeUnknownError(StorageError):
     pass
 
 
-class StaleWriterError(StorageError):
+class JournalRejectedError(StorageError):
+    pass
+
+
+class StaleWriterError(JournalRejectedError):
     pass
 
 

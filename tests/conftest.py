@@ -54,3 +54,57 @@ def database_url(embedded_pg: object) -> str:
     url = os.environ.get("RGS_TEST_DATABASE_URL") or embedded_pg.url  # type: ignore[attr-defined]
     asyncio.run(migrate(url))
     return url
+
+
+@pytest.fixture
+def fresh_database_url(database_url: str) -> Iterator[str]:
+    """A new, migrated database on the session's server, dropped afterwards."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    from storage.database import migrate
+
+    name = f"rgs_t_{uuid.uuid4().hex[:12]}"
+    base, _, _ = database_url.rpartition("/")
+
+    async def create() -> None:
+        conn = await asyncpg.connect(database_url)
+        await conn.execute(f"CREATE DATABASE {name}")
+        await conn.close()
+        await migrate(f"{base}/{name}")
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(database_url)
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.close()
+
+    asyncio.run(create())
+    yield f"{base}/{name}"
+    asyncio.run(drop())
+
+
+ENGINE_PARTITIONS = 8
+
+
+@pytest.fixture
+async def make_engine(fresh_database_url: str):  # type: ignore[no-untyped-def]
+    """Start shard engines (plain asyncio, no Ray) owning every partition of a fresh database."""
+    from actors.engine import EngineSettings, ShardEngine
+    from storage.journal import Journal
+
+    engines: list[ShardEngine] = []
+
+    async def make(owner: str = "test", **overrides: object) -> ShardEngine:
+        settings = EngineSettings(
+            partitions=ENGINE_PARTITIONS, owned=frozenset(range(ENGINE_PARTITIONS)), **overrides  # type: ignore[arg-type]
+        )
+        engine = ShardEngine(Journal(fresh_database_url, owner), settings)
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.stop(drain=False)

@@ -1,0 +1,130 @@
+"""The caller's side of the account shards: route, coalesce, retry.
+
+A Ray actor call costs about as much as a whole durable transaction, so a router never
+makes one call per command. Commands bound for one shard wait while that shard already
+has ``max_in_flight`` calls out, and go together in the next call (up to ``max_batch``).
+Idle, a command leaves at once; busy, many share a call.
+
+When a shard dies mid-call, Ray cannot say whether the commands ran. Every command that
+moves money carries an idempotency key, so the router resends the same commands until
+the shard is back: those that ran are answered from their stored result, the others run
+now. Reads and opens are naturally idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import ray
+
+from core.partitioning import partition_of, shard_of
+from core.wallet import Command, Result, ResultCode
+
+__all__ = ["ShardRouter"]
+
+
+@dataclass
+class _Lane:
+    handle: Any
+    queue: list[tuple[Command, asyncio.Future[Result]]] = field(default_factory=list)
+    in_flight: int = 0
+
+
+class ShardRouter:
+    def __init__(
+        self,
+        handles: list[Any],
+        partitions: int,
+        *,
+        max_batch: int = 500,
+        max_in_flight: int = 2,
+        retry_for_s: float = 60.0,
+        retry_busy: bool = True,
+    ) -> None:
+        self._lanes = [_Lane(h) for h in handles]
+        self._partitions = partitions
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._retry_for_s = retry_for_s
+        self._retry_busy = retry_busy
+        self.calls = 0
+        self.retries = 0
+
+    def shard_for(self, command: Command) -> int:
+        return shard_of(partition_of(command.operator_id, command.player_id, self._partitions), len(self._lanes))
+
+    async def execute(self, command: Command) -> Result:
+        return (await self.execute_many([command]))[0]
+
+    async def execute_many(self, commands: list[Command]) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        touched = set()
+        for command in commands:
+            future: asyncio.Future[Result] = loop.create_future()
+            index = self.shard_for(command)
+            self._lanes[index].queue.append((command, future))
+            touched.add(index)
+            futures.append(future)
+        for index in touched:
+            self._pump(index)
+        return list(await asyncio.gather(*futures))
+
+    def _pump(self, index: int) -> None:
+        lane = self._lanes[index]
+        while lane.queue and lane.in_flight < self._max_in_flight:
+            batch, lane.queue = lane.queue[: self._max_batch], lane.queue[self._max_batch :]
+            lane.in_flight += 1
+            asyncio.ensure_future(self._send(index, batch))
+
+    async def _send(self, index: int, batch: list[tuple[Command, asyncio.Future[Result]]]) -> None:
+        lane = self._lanes[index]
+        try:
+            results = await self._call_with_retry(lane, [c for c, _ in batch])
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        except BaseException as exc:  # answer every caller, whatever happened
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(Result(ResultCode.UNAVAILABLE, message=f"shard call failed: {exc}"))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            lane.in_flight -= 1
+            self._pump(index)
+
+    async def _call_with_retry(self, lane: _Lane, commands: list[Command]) -> list[Result]:
+        deadline = time.monotonic() + self._retry_for_s
+        payload = msgpack.packb([c.to_wire() for c in commands])
+        delay = 0.05
+        results: list[Result | None] = [None] * len(commands)
+        pending = list(range(len(commands)))
+        while True:
+            self.calls += 1
+            try:
+                reply = await lane.handle.execute.remote(payload)
+                answers = [Result.from_wire(w) for w in msgpack.unpackb(reply, use_list=True)]
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                # Unknown outcome: resend the same commands (same keys) once the shard is back.
+                answers = [Result(ResultCode.UNAVAILABLE, message=f"shard unreachable: {exc}")] * len(pending)
+            retry = []
+            for slot, answer in zip(pending, answers, strict=True):
+                transient = answer.code is ResultCode.UNAVAILABLE or (
+                    self._retry_busy and answer.code is ResultCode.BUSY
+                )
+                if transient and time.monotonic() < deadline:
+                    retry.append(slot)
+                else:
+                    results[slot] = answer
+            if not retry:
+                return [r for r in results if r is not None]
+            self.retries += 1
+            pending = retry
+            payload = msgpack.packb([commands[i].to_wire() for i in pending])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)

@@ -1,0 +1,138 @@
+"""``AccountShard``: the Ray actor hosting a share of the virtual account actors.
+
+Shards are named ``{prefix}{i}`` (default ``account-shard-{i}``) in Ray namespace ``rgs``
+and restarted by Ray when they die. A restarted shard claims its partitions again, which
+bumps their fencing epochs: anything its previous incarnation still had in flight cannot
+be written any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import asdict
+from typing import Any
+
+import msgpack
+import ray
+
+from actors.engine import EngineSettings, ShardEngine
+from actors.errors import ShardSetupError
+from core.config import Config
+from core.partitioning import shard_of
+from core.wallet import Command, Result
+from storage.errors import StorageError
+from storage.journal import Journal
+
+__all__ = [
+    "NAMESPACE",
+    "SHARD_PREFIX",
+    "AccountShard",
+    "ShardSet",
+    "engine_settings",
+    "shard_handles",
+    "start_shards",
+]
+
+NAMESPACE = "rgs"
+SHARD_PREFIX = "account-shard-"
+
+
+def engine_settings(config: Config, index: int, shards: int) -> EngineSettings:
+    owned = frozenset(p for p in range(config.partitions) if shard_of(p, shards) == index)
+    return EngineSettings(
+        partitions=config.partitions,
+        owned=owned,
+        group_commit_max=config.group_commit_max,
+        mailbox_capacity=config.mailbox_capacity,
+        max_active_accounts=config.max_active_accounts,
+        idle_passivate_s=config.idle_passivate_s,
+    )
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class AccountShard:
+    """Commands arrive as msgpack lists (one call carries many); answers go back the same way."""
+
+    def __init__(self, name: str, database_url: str, settings: dict[str, Any]) -> None:
+        settings = dict(settings)
+        settings["owned"] = frozenset(settings["owned"])
+        self._name = name
+        self._engine = ShardEngine(
+            Journal(database_url, owner=f"{name}/pid{os.getpid()}"), EngineSettings(**settings)
+        )
+        self._started: asyncio.Task[None] | None = None
+
+    async def _ready(self) -> None:
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._engine.start())
+        await asyncio.shield(self._started)
+
+    async def execute(self, payload: bytes) -> bytes:
+        commands = [Command.from_wire(w) for w in msgpack.unpackb(payload, use_list=True)]
+        # Queue before the first await so one caller's calls keep their order.
+        futures = self._engine.submit_nowait(commands) if self._started and self._started.done() else None
+        if futures is None:
+            try:
+                await self._ready()
+            except StorageError as exc:
+                raise ShardSetupError(f"{self._name} cannot start: {exc}") from exc
+            futures = self._engine.submit_nowait(commands)
+        results: list[Result] = await asyncio.gather(*futures)
+        return msgpack.packb([r.to_wire() for r in results])
+
+    async def ready(self) -> dict[str, Any]:
+        await self._ready()
+        return {"name": self._name, "pid": os.getpid(), "epochs": self._engine.epochs}
+
+    async def stats(self) -> dict[str, Any]:
+        return {"name": self._name, **self._engine.snapshot()}
+
+    async def drain(self) -> dict[str, Any]:
+        """Answer everything queued, flush the journal and stop accepting."""
+        await self._engine.stop(drain=True)
+        return self._engine.snapshot()
+
+
+class ShardSet:
+    """Handles to a set of shards, by index."""
+
+    def __init__(self, handles: list[Any], partitions: int, prefix: str = SHARD_PREFIX) -> None:
+        self.handles = handles
+        self.partitions = partitions
+        self.prefix = prefix
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def stop(self) -> None:
+        for handle in self.handles:
+            ray.kill(handle, no_restart=True)
+
+
+def start_shards(config: Config, database_url: str, *, prefix: str = SHARD_PREFIX, timeout: float = 120.0) -> ShardSet:
+    """Create (or find) ``config.shards`` shard actors and wait until each owns its partitions."""
+    handles = []
+    for index in range(config.shards):
+        name = f"{prefix}{index}"
+        settings = asdict(engine_settings(config, index, config.shards))
+        settings["owned"] = sorted(settings["owned"])
+        handles.append(
+            AccountShard.options(  # type: ignore[attr-defined]
+                name=name, namespace=NAMESPACE, get_if_exists=True, max_concurrency=10_000
+            ).remote(name, database_url, settings)
+        )
+    try:
+        ray.get([h.ready.remote() for h in handles], timeout=timeout)
+    except (ray.exceptions.RayError, TimeoutError) as exc:
+        raise ShardSetupError(f"account shards did not start: {exc}") from exc
+    return ShardSet(handles, config.partitions, prefix)
+
+
+def shard_handles(count: int, partitions: int, *, prefix: str = SHARD_PREFIX) -> ShardSet:
+    """Find running shards by name (from a Serve replica, a CLI, another driver)."""
+    try:
+        handles = [ray.get_actor(f"{prefix}{i}", namespace=NAMESPACE) for i in range(count)]
+    except ValueError as exc:
+        raise ShardSetupError(f"account shards are not running: {exc}") from exc
+    return ShardSet(handles, partitions, prefix)

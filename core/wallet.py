@@ -1,0 +1,368 @@
+"""The internal wallet protocol: commands, results and the rules that decide them.
+
+Every dialect (Hub88, SoftSwiss, the operator API, the Keno settler) speaks this protocol
+to the account actors. :func:`decide` is the whole rulebook, pure and synchronous: given
+an account's state, the referenced bet and the command, it returns what happens. The
+account shard journals the decision before anyone hears the result.
+
+Rules (DESIGN.md, "Seamless-wallet rules"):
+
+* A bet opens and debits; exactly one win (amount >= 0) or one rollback closes it.
+* A win or rollback after the bet was resolved is refused and changes nothing.
+* A rollback of an unknown bet is acknowledged and leaves a tombstone, so the bet, if it
+  arrives late, is refused instead of debited.
+* A repeat of a command (same key, same content) returns the stored original response;
+  the same key with different content is refused. Refusals are stored too: a retry of a
+  command that failed for insufficient funds fails the same way.
+* Locked accounts cannot bet; wins, rollbacks and transfers still reach them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import LifecycleError, ProtocolError
+from core.money import check_minor, currency
+
+__all__ = [
+    "TRANSIENT_CODES",
+    "AccountStatus",
+    "AccountView",
+    "BetState",
+    "BetView",
+    "Command",
+    "CommandKind",
+    "Decision",
+    "Result",
+    "ResultCode",
+    "decide",
+]
+
+
+class CommandKind(enum.Enum):
+    OPEN = "open"  # register the player's account in a currency (idempotent by identity)
+    BALANCE = "balance"
+    BET = "bet"
+    WIN = "win"
+    ROLLBACK = "rollback"
+    TRANSFER_IN = "transfer_in"  # operator funds the player
+    TRANSFER_OUT = "transfer_out"  # operator withdraws for the player
+    SET_STATUS = "set_status"  # lock / unlock
+
+    @property
+    def keyed(self) -> bool:
+        """Does this command need an idempotency key (does it move money)?"""
+        return self not in (CommandKind.OPEN, CommandKind.BALANCE, CommandKind.SET_STATUS)
+
+
+class ResultCode(enum.Enum):
+    OK = "ok"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    DUPLICATE_MISMATCH = "duplicate_mismatch"  # same key, different content
+    UNKNOWN_REFERENCE = "unknown_reference"
+    ALREADY_RESOLVED = "already_resolved"
+    ROLLED_BACK = "rolled_back"
+    ACCOUNT_LOCKED = "account_locked"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    BUSY = "busy"  # overloaded: retry later with the same key
+    UNAVAILABLE = "unavailable"  # storage or shard down: retry later with the same key
+
+
+# Never journaled: the command did not happen, and a retry under the same key may succeed.
+TRANSIENT_CODES = frozenset({ResultCode.BUSY, ResultCode.UNAVAILABLE})
+
+
+class AccountStatus(enum.Enum):
+    ACTIVE = "active"
+    LOCKED = "locked"
+
+
+class BetState(enum.Enum):
+    OPEN = "open"
+    WON = "won"
+    ROLLED_BACK = "rolled_back"
+    TOMBSTONE = "tombstone"  # rolled back before the bet arrived
+
+    def check_transition(self, to: BetState) -> None:
+        if to not in _BET_TRANSITIONS[self]:
+            raise LifecycleError(f"bet cannot go from {self.value} to {to.value}")
+
+
+# A bet is born OPEN (by a bet) or TOMBSTONE (by a rollback that came first).
+_BET_TRANSITIONS: dict[BetState, frozenset[BetState]] = {
+    BetState.OPEN: frozenset({BetState.WON, BetState.ROLLED_BACK}),
+    BetState.WON: frozenset(),
+    BetState.ROLLED_BACK: frozenset(),
+    BetState.TOMBSTONE: frozenset(),
+}
+
+_MAX_TEXT = 128
+
+
+def _text(value: object, what: str, *, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
+        raise ProtocolError(f"{what} must be a non-empty string of at most {_MAX_TEXT} characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: CommandKind
+    operator_id: str
+    player_id: str
+    currency: str
+    idempotency_key: str = ""
+    amount: int = 0
+    reference: str | None = None  # the bet a win or rollback resolves
+    round_ref: str | None = None
+    game_ref: str | None = None
+    status: AccountStatus | None = None  # SET_STATUS only
+    _hash: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, CommandKind):
+            raise ProtocolError(f"unknown command kind {self.kind!r}")
+        _text(self.operator_id, "operator_id")
+        _text(self.player_id, "player_id")
+        if self.player_id.startswith("~"):
+            raise ProtocolError("player_id must not start with '~' (reserved for house accounts)")
+        currency(self.currency)
+        check_minor(self.amount, what=f"{self.kind.value} amount")
+        if self.kind.keyed:
+            _text(self.idempotency_key, "idempotency_key")
+        if self.kind in (CommandKind.WIN, CommandKind.ROLLBACK):
+            _text(self.reference, "reference (the bet being resolved)")
+        else:
+            _text(self.reference, "reference", required=False)
+        _text(self.round_ref, "round_ref", required=False)
+        _text(self.game_ref, "game_ref", required=False)
+        if self.kind is CommandKind.ROLLBACK and self.amount != 0:
+            raise ProtocolError("a rollback refunds the bet's own amount; do not send one")
+        if self.kind is CommandKind.SET_STATUS and not isinstance(self.status, AccountStatus):
+            raise ProtocolError("set_status needs a status (active or locked)")
+
+    @property
+    def account_key(self) -> tuple[str, str]:
+        return (self.operator_id, self.player_id)
+
+    def request_hash(self) -> bytes:
+        """Fingerprint of the content, to tell a repeat from a reuse of the key."""
+        if self._hash is None:
+            object.__setattr__(self, "_hash", self._compute_hash())
+        assert self._hash is not None
+        return self._hash
+
+    def _compute_hash(self) -> bytes:
+        canonical = "\x1f".join(
+            str(part)
+            for part in (
+                self.kind.value,
+                self.operator_id,
+                self.player_id,
+                self.currency,
+                self.amount,
+                self.reference or "",
+                self.round_ref or "",
+                self.game_ref or "",
+            )
+        )
+        return hashlib.sha256(canonical.encode()).digest()
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.kind.value,
+            self.operator_id,
+            self.player_id,
+            self.currency,
+            self.idempotency_key,
+            # msgpack carries 64-bit integers; wei amounts can be larger
+            self.amount if self.amount < 2**63 else str(self.amount),
+            self.reference,
+            self.round_ref,
+            self.game_ref,
+            None if self.status is None else self.status.value,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> Command:
+        kind, op, player, cur, key, amount, ref, round_ref, game_ref, status = wire
+        return cls(
+            CommandKind(kind),
+            op,
+            player,
+            cur,
+            key,
+            int(amount),
+            ref,
+            round_ref,
+            game_ref,
+            None if status is None else AccountStatus(status),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    code: ResultCode
+    balance: int | None = None  # withdrawable balance after the command (or now)
+    currency: str | None = None
+    tx_id: int | None = None
+    replayed: bool = False  # answered from the stored record of an earlier identical command
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is ResultCode.OK
+
+    def to_record(self) -> dict[str, Any]:
+        """What is journaled under the idempotency key (the original response)."""
+        return {
+            "code": self.code.value,
+            "balance": None if self.balance is None else str(self.balance),
+            "currency": self.currency,
+            "tx_id": self.tx_id,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], *, replayed: bool = True) -> Result:
+        balance = record.get("balance")
+        return cls(
+            ResultCode(record["code"]),
+            None if balance is None else int(balance),
+            record.get("currency"),
+            record.get("tx_id"),
+            replayed,
+            record.get("message", ""),
+        )
+
+    def to_wire(self) -> list[Any]:
+        # Balances can exceed 64 bits (ETH in wei): send them as decimal strings.
+        return [
+            self.code.value,
+            None if self.balance is None else str(self.balance),
+            self.currency,
+            self.tx_id,
+            self.replayed,
+            self.message,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> Result:
+        code, balance, cur, tx_id, replayed, message = wire
+        return cls(ResultCode(code), None if balance is None else int(balance), cur, tx_id, replayed, message)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    currency: str
+    status: AccountStatus
+    balance: int  # withdrawable
+
+
+@dataclass(frozen=True, slots=True)
+class BetView:
+    state: BetState
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a command does: its result, the player's balance change and the bet's new state."""
+
+    result: Result
+    delta: int = 0  # change of the player's withdrawable balance; the house side mirrors it
+    moves_money: bool = False  # a ledger transaction is written (even for a zero amount)
+    bet_state: BetState | None = None  # new state of the bet this command touches
+    bet_amount: int = 0
+    status: AccountStatus | None = None
+
+
+def _refuse(code: ResultCode, account: AccountView, message: str) -> Decision:
+    return Decision(Result(code, account.balance, account.currency, message=message))
+
+
+def decide(command: Command, account: AccountView | None, bet: BetView | None) -> Decision:
+    """Apply the wallet rules. ``bet`` is the bet the command names: for a bet its own key,
+    for a win or rollback its reference. Idempotency is settled before this is called."""
+    if account is None:
+        return Decision(Result(ResultCode.UNKNOWN_ACCOUNT, message="no such player account"))
+    kind = command.kind
+    if kind is CommandKind.OPEN:
+        if command.currency != account.currency:
+            return _refuse(
+                ResultCode.CURRENCY_MISMATCH, account, f"account is in {account.currency}"
+            )
+        return Decision(Result(ResultCode.OK, account.balance, account.currency))
+    if command.currency != account.currency:
+        return _refuse(
+            ResultCode.CURRENCY_MISMATCH,
+            account,
+            f"account is in {account.currency}, command in {command.currency}",
+        )
+    if kind is CommandKind.BALANCE:
+        return Decision(Result(ResultCode.OK, account.balance, account.currency))
+    if kind is CommandKind.SET_STATUS:
+        assert command.status is not None
+        return Decision(Result(ResultCode.OK, account.balance, account.currency), status=command.status)
+    if kind is CommandKind.BET:
+        return _decide_bet(command, account, bet)
+    if kind is CommandKind.WIN:
+        return _decide_win(command, account, bet)
+    if kind is CommandKind.ROLLBACK:
+        return _decide_rollback(account, bet)
+    if kind is CommandKind.TRANSFER_IN:
+        return _move(account, command.amount)
+    if kind is CommandKind.TRANSFER_OUT:
+        if account.balance < command.amount:
+            return _refuse(ResultCode.INSUFFICIENT_FUNDS, account, "balance too low to withdraw")
+        return _move(account, -command.amount)
+    raise ProtocolError(f"unhandled command kind {kind}")  # pragma: no cover
+
+
+def _move(account: AccountView, delta: int, **bet: Any) -> Decision:
+    balance = account.balance + delta
+    return Decision(Result(ResultCode.OK, balance, account.currency), delta, True, **bet)
+
+
+def _decide_bet(command: Command, account: AccountView, bet: BetView | None) -> Decision:
+    if bet is not None:
+        # Same key already seen would have been answered from its record; what is left
+        # is a tombstone: the bet was rolled back before it arrived.
+        return _refuse(ResultCode.ROLLED_BACK, account, "this bet was already rolled back")
+    if account.status is AccountStatus.LOCKED:
+        return _refuse(ResultCode.ACCOUNT_LOCKED, account, "account is locked")
+    if account.balance < command.amount:
+        return _refuse(ResultCode.INSUFFICIENT_FUNDS, account, "balance too low for this bet")
+    return _move(account, -command.amount, bet_state=BetState.OPEN, bet_amount=command.amount)
+
+
+def _decide_win(command: Command, account: AccountView, bet: BetView | None) -> Decision:
+    if bet is None:
+        return _refuse(ResultCode.UNKNOWN_REFERENCE, account, "no such bet")
+    if bet.state in (BetState.ROLLED_BACK, BetState.TOMBSTONE):
+        return _refuse(ResultCode.ROLLED_BACK, account, "the bet was rolled back")
+    if bet.state is BetState.WON:
+        return _refuse(ResultCode.ALREADY_RESOLVED, account, "the bet already has its win")
+    bet.state.check_transition(BetState.WON)
+    return _move(account, command.amount, bet_state=BetState.WON, bet_amount=bet.amount)
+
+
+def _decide_rollback(account: AccountView, bet: BetView | None) -> Decision:
+    if bet is None:
+        return Decision(
+            Result(ResultCode.OK, account.balance, account.currency, message="unknown bet: remembered"),
+            bet_state=BetState.TOMBSTONE,
+        )
+    if bet.state is BetState.WON:
+        return _refuse(ResultCode.ALREADY_RESOLVED, account, "the bet already has its win")
+    if bet.state in (BetState.ROLLED_BACK, BetState.TOMBSTONE):
+        return _refuse(ResultCode.ROLLED_BACK, account, "the bet was already rolled back")
+    bet.state.check_transition(BetState.ROLLED_BACK)
+    return _move(account, bet.amount, bet_state=BetState.ROLLED_BACK, bet_amount=bet.amount)

@@ -1,0 +1,392 @@
+"""The journal: what an account shard reads from and writes to PostgreSQL.
+
+A shard evaluates a batch of commands in memory, then :meth:`Journal.commit` writes the
+whole batch (new accounts, ledger transactions and lines, idempotency records, bet
+states, account balances) in one transaction. Inside it the partitions' fencing epochs
+are re-read ``FOR SHARE`` and every account update is conditional on the version the shard
+last saw, so a stale owner cannot write. Only after COMMIT returns may the shard answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from core.ledger import GENESIS_HASH, Line, line_hash
+from storage.database import CONNECTION_ERRORS
+from storage.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseUnavailableError,
+    JournalRejectedError,
+    StaleWriterError,
+    StorageError,
+)
+
+__all__ = [
+    "AccountRow",
+    "BetDraft",
+    "CommitReceipt",
+    "Conflicts",
+    "Journal",
+    "JournalBatch",
+    "RecordDraft",
+    "TxDraft",
+]
+
+
+@dataclass(slots=True)
+class AccountRow:
+    """An account as last committed (``account_id`` is None until first written)."""
+
+    kind: str
+    operator_id: str
+    player_id: str
+    currency: str
+    partition_id: int
+    status: str = "active"
+    withdrawable: int = 0
+    bonus: int = 0
+    version: int = 0
+    last_hash: bytes = GENESIS_HASH
+    account_id: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.operator_id, self.player_id)
+
+
+@dataclass(slots=True)
+class TxDraft:
+    kind: str
+    account: AccountRow  # the player the event is about
+    idempotency_key: str
+    reference: str | None
+    round_ref: str | None
+    game_ref: str | None
+    partition_id: int
+    # (account, bucket, amount, balance_after), in order
+    lines: list[tuple[AccountRow, str, int, int]]
+
+
+@dataclass(slots=True)
+class RecordDraft:
+    account: AccountRow
+    idempotency_key: str
+    command_kind: str
+    request_hash: bytes
+    response: dict[str, Any]
+    tx_index: int | None  # index into JournalBatch.transactions; its id fills response["tx_id"]
+
+
+@dataclass(slots=True)
+class BetDraft:
+    account: AccountRow
+    bet_key: str
+    state: str
+    amount: int
+    round_ref: str | None
+    game_ref: str | None
+    resolution_key: str | None
+    is_new: bool  # the shard believes no row exists for this key yet (checked on write)
+
+
+@dataclass(slots=True)
+class JournalBatch:
+    partitions: set[int] = field(default_factory=set)
+    new_accounts: list[AccountRow] = field(default_factory=list)
+    transactions: list[TxDraft] = field(default_factory=list)
+    records: list[RecordDraft] = field(default_factory=list)
+    bets: dict[tuple[int, str], BetDraft] = field(default_factory=dict)  # by (id(account), key)
+    # account -> (withdrawable, bonus, status) after the batch
+    balances: dict[int, tuple[AccountRow, int, int, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return (
+            len(self.new_accounts)
+            + len(self.transactions)
+            + len(self.records)
+            + len(self.bets)
+            + len(self.balances)
+        )
+
+
+@dataclass(slots=True)
+class CommitReceipt:
+    tx_ids: list[int]
+    # id(AccountRow) -> (account_id, version, last_hash) after the batch
+    heads: dict[int, tuple[int, int, bytes]]
+
+
+@dataclass(slots=True)
+class Conflicts:
+    """Keys a batch assumed were new but the database already holds: nothing was written."""
+
+    records: set[tuple[int, str]]
+    bets: set[tuple[int, str]]
+
+
+def _account_row(record: asyncpg.Record) -> AccountRow:
+    return AccountRow(
+        kind=record["kind"],
+        operator_id=record["operator_id"],
+        player_id=record["player_id"],
+        currency=record["currency"],
+        partition_id=record["partition_id"],
+        status=record["status"],
+        withdrawable=int(record["withdrawable"]),
+        bonus=int(record["bonus"]),
+        version=int(record["version"]),
+        last_hash=bytes(record["last_hash"]),
+        account_id=int(record["account_id"]),
+    )
+
+
+class Journal:
+    """One shard's connection to PostgreSQL. Not shared: the shard calls it sequentially."""
+
+    def __init__(self, url: str, owner: str) -> None:
+        self._url = url
+        self.owner = owner
+        self._conn: asyncpg.Connection | None = None
+        self._tx_ids: list[int] = []
+        self._account_ids: list[int] = []
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            try:
+                self._conn = await asyncpg.connect(self._url, timeout=5)
+            except CONNECTION_ERRORS as exc:
+                self._conn = None
+                raise DatabaseUnavailableError(f"cannot reach PostgreSQL: {exc}") from exc
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close(timeout=2)
+            except Exception:
+                conn.terminate()
+
+    def _lost(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await self._connection()
+        try:
+            return list(await conn.fetch(query, *args))
+        except CONNECTION_ERRORS as exc:
+            self._lost()
+            raise DatabaseUnavailableError(f"lost PostgreSQL: {exc}") from exc
+
+    # -- ownership ----------------------------------------------------------------------
+
+    async def setup(self, partitions: int) -> None:
+        """Record the partition count on first start; refuse a different one later."""
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO ledger_settings (partitions) VALUES ($1) ON CONFLICT DO NOTHING",
+                    partitions,
+                )
+                stored = await conn.fetchval("SELECT partitions FROM ledger_settings")
+                if stored != partitions:
+                    raise StorageError(
+                        f"this database was created with {stored} partitions; the configuration "
+                        f"says {partitions}. The partition count cannot change (accounts are "
+                        "placed by it); set partitions to the stored value"
+                    )
+                await conn.execute(
+                    "INSERT INTO partitions (partition_id) SELECT generate_series(0, $1 - 1)"
+                    " ON CONFLICT DO NOTHING",
+                    partitions,
+                )
+        except CONNECTION_ERRORS as exc:
+            self._lost()
+            raise DatabaseUnavailableError(f"lost PostgreSQL: {exc}") from exc
+
+    async def claim(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Take ownership: bump each partition's epoch, fencing out any previous owner."""
+        rows = await self._fetch(
+            "SELECT partition_id, epoch FROM rgs_claim_partitions($1::int[], $2)",
+            sorted(partitions),
+            self.owner,
+        )
+        return {int(r["partition_id"]): int(r["epoch"]) for r in rows}
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def load_accounts(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], AccountRow]:
+        if not keys:
+            return {}
+        rows = await self._fetch(
+            "SELECT a.* FROM accounts a JOIN unnest($1::text[], $2::text[]) AS k(op, player)"
+            " ON a.operator_id = k.op AND a.player_id = k.player",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r["operator_id"], r["player_id"]): _account_row(r) for r in rows}
+
+    async def load_records(
+        self, pairs: Sequence[tuple[int, str]]
+    ) -> dict[tuple[int, str], tuple[bytes, dict[str, Any]]]:
+        if not pairs:
+            return {}
+        rows = await self._fetch(
+            "SELECT r.account_id, r.idempotency_key, r.request_hash, r.response::text AS response"
+            " FROM idempotency_records r JOIN unnest($1::bigint[], $2::text[]) AS k(id, key)"
+            " ON r.account_id = k.id AND r.idempotency_key = k.key",
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
+        return {
+            (int(r["account_id"]), r["idempotency_key"]): (bytes(r["request_hash"]), json.loads(r["response"]))
+            for r in rows
+        }
+
+    async def load_bets(self, pairs: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, int]]:
+        if not pairs:
+            return {}
+        rows = await self._fetch(
+            "SELECT b.account_id, b.bet_key, b.state, b.amount"
+            " FROM wallet_bets b JOIN unnest($1::bigint[], $2::text[]) AS k(id, key)"
+            " ON b.account_id = k.id AND b.bet_key = k.key",
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
+        return {(int(r["account_id"]), r["bet_key"]): (r["state"], int(r["amount"])) for r in rows}
+
+    # -- the write ------------------------------------------------------------------------
+
+    async def _reserve(self, sequence: str, block: int, needed: int, pool: list[int]) -> None:
+        """Top up an id pool from a sequence that hands out blocks of ``block`` ids."""
+        while len(pool) < needed:
+            starts = await self._fetch(
+                f"SELECT nextval('{sequence}') FROM generate_series(1, $1)",
+                max(1, (needed - len(pool) + block - 1) // block),
+            )
+            for row in starts:
+                pool.extend(range(int(row[0]), int(row[0]) + block))
+
+    async def commit(self, batch: JournalBatch, epochs: dict[int, int]) -> CommitReceipt | Conflicts:
+        """Write the batch atomically, or return the keys it wrongly assumed were new."""
+        await self._reserve("ledger_tx_id_seq", _TX_BLOCK, len(batch.transactions), self._tx_ids)
+        await self._reserve("accounts_account_id_seq", _ACCOUNT_BLOCK, len(batch.new_accounts), self._account_ids)
+        tx_ids = self._tx_ids[: len(batch.transactions)]
+        new_ids = {id(a): aid for a, aid in zip(batch.new_accounts, self._account_ids, strict=False)}
+        args, heads = _arguments(batch, epochs, tx_ids, new_ids)
+        conn = await self._connection()
+        try:
+            conflicts = await conn.fetchval(_JOURNAL_CALL, *args)
+        except CONNECTION_ERRORS as exc:
+            self._lost()
+            # The statement is its own transaction: it may have committed just before the
+            # connection died. Callers resolve this by retrying under the same keys.
+            raise CommitOutcomeUnknownError(f"lost PostgreSQL during a commit: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == "RG001":
+                raise StaleWriterError(str(exc)) from exc
+            raise JournalRejectedError(f"the database refused the batch: {exc}") from exc
+        # Ids are consumed once written; after a conflict nothing was written, keep them.
+        if conflicts:
+            return Conflicts(
+                records={(int(a), k) for kind, a, k in (c.split(":", 2) for c in conflicts) if kind == "record"},
+                bets={(int(a), k) for kind, a, k in (c.split(":", 2) for c in conflicts) if kind == "bet"},
+            )
+        del self._tx_ids[: len(tx_ids)]
+        del self._account_ids[: len(new_ids)]
+        for response, tx_index in ((r.response, r.tx_index) for r in batch.records):
+            if tx_index is not None:
+                response["tx_id"] = tx_ids[tx_index]
+        return CommitReceipt(tx_ids, heads)
+
+
+_TX_BLOCK = 1024  # must equal the INCREMENT of ledger_tx_id_seq (migration 0003)
+_ACCOUNT_BLOCK = 64  # must equal the INCREMENT of accounts_account_id_seq
+_JOURNAL_CALL = "SELECT rgs_journal_batch(" + ", ".join(f"${i}" for i in range(1, 49)) + ")"
+
+
+def _arguments(
+    batch: JournalBatch, epochs: dict[int, int], tx_ids: list[int], new_ids: dict[int, int]
+) -> tuple[list[Any], dict[int, tuple[int, int, bytes]]]:
+    """The 48 array arguments of rgs_journal_batch, and each account's new chain head."""
+
+    def account_id(account: AccountRow) -> int:
+        return account.account_id if account.account_id is not None else new_ids[id(account)]
+
+    heads: dict[int, tuple[int, int, bytes]] = {
+        id(a): (new_ids[id(a)], 0, GENESIS_HASH) for a in batch.new_accounts
+    }
+    lines: list[tuple[Any, ...]] = []
+    for tx_id, draft in zip(tx_ids, batch.transactions, strict=True):
+        for line_no, (account, bucket, amount, balance_after) in enumerate(draft.lines):
+            aid = account_id(account)
+            _, version, prev = heads.get(id(account), (aid, account.version, account.last_hash))
+            line = Line(tx_id, line_no, aid, account.currency, bucket, amount, balance_after, version + 1)
+            digest = line_hash(prev, line)
+            heads[id(account)] = (aid, version + 1, digest)
+            lines.append((tx_id, line_no, aid, line.asset, bucket, amount, balance_after, version + 1, prev, digest))
+    for account, *_ in batch.balances.values():
+        heads.setdefault(id(account), (account_id(account), account.version, account.last_hash))
+
+    partitions = sorted(batch.partitions)
+    txs = batch.transactions
+    records = batch.records
+    bets = list(batch.bets.values())
+    updates = list(batch.balances.values())
+    line_columns: list[list[Any]] = [list(c) for c in zip(*lines, strict=True)] if lines else [[]] * 10
+    responses = []
+    for record in records:
+        response = dict(record.response)
+        if record.tx_index is not None:
+            response["tx_id"] = tx_ids[record.tx_index]
+        responses.append(json.dumps(response))
+    args: list[Any] = [
+        partitions,
+        [epochs[p] for p in partitions],
+        [new_ids[id(a)] for a in batch.new_accounts],
+        [a.kind for a in batch.new_accounts],
+        [a.operator_id for a in batch.new_accounts],
+        [a.player_id for a in batch.new_accounts],
+        [a.currency for a in batch.new_accounts],
+        [a.partition_id for a in batch.new_accounts],
+        tx_ids,
+        [d.kind for d in txs],
+        [account_id(d.account) for d in txs],
+        [d.idempotency_key for d in txs],
+        [d.reference for d in txs],
+        [d.round_ref for d in txs],
+        [d.game_ref for d in txs],
+        [d.partition_id for d in txs],
+        [epochs[d.partition_id] for d in txs],
+        *line_columns,
+        [account_id(r.account) for r in records],
+        [r.idempotency_key for r in records],
+        [r.command_kind for r in records],
+        [r.request_hash for r in records],
+        responses,
+        [None if r.tx_index is None else tx_ids[r.tx_index] for r in records],
+        [account_id(b.account) for b in bets],
+        [b.bet_key for b in bets],
+        [b.state for b in bets],
+        [b.amount for b in bets],
+        [b.round_ref for b in bets],
+        [b.game_ref for b in bets],
+        [b.resolution_key for b in bets],
+        [b.is_new for b in bets],
+        [heads[id(a)][0] for a, *_ in updates],
+        [w for _, w, _, _ in updates],
+        [b for _, _, b, _ in updates],
+        [status for *_, status in updates],
+        [a.version for a, *_ in updates],
+        [heads[id(a)][1] for a, *_ in updates],
+        [heads[id(a)][2] for a, *_ in updates],
+    ]
+    return args, heads

@@ -1,0 +1,133 @@
+"""Capacity model: closed-form queues, the simulated system, sizing and sweeps, inputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sims import SimulationError
+from sims.capacity import plan_capacity, sweep_capacity
+from sims.service import CapacityConfig, load_config
+from sims.system_model import Scenario, fifo_departures, simulate_system
+from sims.workload import arrival_times, mean_window_rate, rate_at
+
+
+@pytest.fixture(scope="module")
+def config() -> CapacityConfig:
+    """Shipped defaults on a 30 s window: the same model, quicker."""
+    loaded = load_config()
+    return replace(loaded, workload=replace(loaded.workload, window_seconds=30.0))
+
+
+def test_fifo_departures_match_the_step_by_step_recursion() -> None:
+    rng = np.random.default_rng(2)
+    arrivals = np.sort(rng.uniform(0, 10, 5_000))
+    services = rng.exponential(0.0019, 5_000)
+    expected = np.empty_like(arrivals)
+    previous = -np.inf
+    for i, (a, s) in enumerate(zip(arrivals, services, strict=True)):
+        previous = max(a, previous) + s
+        expected[i] = previous
+    assert np.allclose(fifo_departures(arrivals, services), expected, rtol=0, atol=1e-9)
+
+
+def test_arrivals_follow_the_round_shape(config: CapacityConfig) -> None:
+    w = config.workload
+    times = arrival_times(np.random.default_rng(1), 200.0, w)
+    phase = np.mod(times, w.round_seconds)
+    assert np.all(phase < w.round_seconds - w.close_seconds)  # nothing while a round is closed
+    early = np.count_nonzero(phase < 1.0)
+    late = np.count_nonzero((phase >= 8.0) & (phase < 9.0))
+    assert late > 2 * early  # the rush before the close
+    assert times.size == pytest.approx(mean_window_rate(200.0, w) * w.window_seconds, rel=0.05)
+    assert rate_at(np.array([9.5]), 200.0, w)[0] == 0.0
+
+
+def test_a_light_load_is_fast_and_a_heavier_one_needs_more(config: CapacityConfig) -> None:
+    light = simulate_system(Scenario(500, 6, 2, replicas=1, shards=1, seed=1), config)
+    assert light["stable"] and light["latency_ms"]["p99"] < 20
+    assert light["latency_ms"]["p50"] <= light["latency_ms"]["p99"] <= light["latency_ms"]["max"]
+    assert 0 < light["utilization"]["replica_max"] < 0.5 and 0 < light["utilization"]["db"] < 0.5
+    assert light["credits"] > 0 and light["settlement_ms"]["rounds_measured"] > 0
+    assert len(light["per_shard"]) == 1 and len(light["per_replica"]) == 1
+    squeezed = simulate_system(Scenario(12_000, 6, 2, replicas=1, shards=1, seed=1), config)
+    roomy = simulate_system(Scenario(12_000, 6, 2, replicas=4, shards=4, seed=1), config)
+    assert squeezed["latency_ms"]["p99"] > roomy["latency_ms"]["p99"]
+    assert squeezed["utilization"]["replica_max"] > roomy["utilization"]["replica_max"]
+    # Deterministic for a seed.
+    assert simulate_system(Scenario(500, 6, 2, 1, 1, seed=1), config) | {"simulation_seconds": 0} == \
+        light | {"simulation_seconds": 0}
+
+
+def test_plan_finds_small_counts_and_reports_a_database_bound(config: CapacityConfig) -> None:
+    small = plan_capacity(players=500, bets_per_minute=6, tables=2, config=config,
+                          target_p99_ms=100).to_json()
+    assert small["recommendation"]["feasible"]
+    assert (small["recommendation"]["replicas"], small["recommendation"]["shards"]) == (1, 1)
+    assert small["recommendation"]["nodes"] == 1
+    assert len(small["daily_profile"]) == 24
+    slow_database = replace(config, service=replace(config.service, db_per_command_ms=2.0))
+    huge = plan_capacity(players=5_000, bets_per_minute=6, tables=2, config=slow_database,
+                         target_p99_ms=100).to_json()
+    assert not huge["recommendation"]["feasible"]
+    assert "database-bound" in huge["recommendation"]["reason"]
+
+
+def test_plan_grows_counts_until_the_target_is_met(config: CapacityConfig) -> None:
+    report = plan_capacity(players=6_000, bets_per_minute=6, tables=2, config=config,
+                           target_p99_ms=150, shards=2)
+    rec = report.recommendation
+    assert rec["feasible"] and rec["shards"] == 2 and rec["p99_ms"] <= 150
+    assert len(report.search) >= 2
+    # One replica fewer would miss the target (the bisection found the smallest count).
+    if rec["replicas"] > 1:
+        fewer = simulate_system(Scenario(6_000, 6, 2, rec["replicas"] - 1, 2), config)
+        assert fewer["latency_ms"]["p99"] > 150 or not fewer["stable"]
+
+
+def test_sweep_runs_every_scenario(config: CapacityConfig, ray_session: None) -> None:
+    plan = plan_capacity(players=1_000, bets_per_minute=6, tables=2, config=config,
+                         target_p99_ms=100, replicas=1, shards=1)
+    swept = sweep_capacity(plan, config=config, workers=2, loads=(0.5, 1.0, 2.0))
+    assert swept.sweep is not None and len(swept.sweep) == 6
+    assert {row["shards"] for row in swept.sweep} == {1, 2}
+    in_process = sweep_capacity(plan, config=config, workers=0, loads=(0.5, 1.0, 2.0))
+    assert in_process.sweep == swept.sweep
+    rates = [row["bets_per_s_window"] for row in swept.sweep[:3]]
+    assert rates == sorted(rates)
+
+
+def test_service_time_overrides(tmp_path: Path) -> None:
+    override = tmp_path / "times.json"
+    override.write_text(json.dumps({"service": {"db_connections": 4,
+                                                "serve_request_ms": {"mean": 1.0}}}))
+    config = load_config(override)
+    assert config.service.db_connections == 4
+    assert config.service.serve_request.mean_ms == 1.0
+    assert config.service.serve_request.cv == load_config().service.serve_request.cv
+    bench = tmp_path / "bench.jsonl"
+    lines = [{"name": "wallet", "ours": {}, "baseline": {}, "ratio": 1,
+              "service_times": {"service": {"command_ms": {"mean": 0.2}}}},
+             {"name": "other", "ours": {}, "baseline": {}, "ratio": 1}]
+    bench.write_text("\n".join(json.dumps(line) for line in lines))
+    assert load_config(bench).service.command.mean_ms == 0.2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"service": {"serve_request_ms": {"mean": -1}}}))
+    with pytest.raises(SimulationError, match=r"serve_request_ms\.mean"):
+        load_config(bad)
+    bad.write_text(json.dumps({"service": {"gpu_ms": 1}}))
+    with pytest.raises(SimulationError, match="unknown key 'gpu_ms'"):
+        load_config(bad)
+    with pytest.raises(SimulationError, match="no such file"):
+        load_config(tmp_path / "absent.json")
+
+
+def test_bad_scenarios(config: CapacityConfig) -> None:
+    with pytest.raises(SimulationError, match="shards"):
+        simulate_system(Scenario(100, 6, 1, replicas=1, shards=0), config)
+    with pytest.raises(SimulationError, match="target"):
+        plan_capacity(players=10, bets_per_minute=1, tables=1, config=config, target_p99_ms=0)
