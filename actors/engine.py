@@ -142,11 +142,11 @@ class ShardEngine:
         self._epochs = await self._journal.claim(sorted(self.settings.owned))
         self._flusher = asyncio.create_task(self._flush_forever(), name="shard-flusher")
 
-    async def stop(self, *, drain: bool = True, timeout: float = 10.0) -> None:
+    async def stop(self, *, drain: bool = True, grace_s: float = 10.0) -> None:
         """Stop accepting; with ``drain`` answer what is queued first (journal flushed)."""
         self._stopping = True
         if drain:
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + grace_s
             while (self._queued or any(a.in_flight for a in self._accounts.values())) and (
                 time.monotonic() < deadline
             ):

@@ -52,6 +52,7 @@ class ShardRouter:
         self._retry_for_s = retry_for_s
         self._retry_busy = retry_busy
         self.calls = 0
+        self._tasks: set[asyncio.Future[None]] = set()  # keeps in-flight sends alive
         self.retries = 0
 
     def shard_for(self, command: Command) -> int:
@@ -79,7 +80,9 @@ class ShardRouter:
         while lane.queue and lane.in_flight < self._max_in_flight:
             batch, lane.queue = lane.queue[: self._max_batch], lane.queue[self._max_batch :]
             lane.in_flight += 1
-            asyncio.ensure_future(self._send(index, batch))
+            task = asyncio.ensure_future(self._send(index, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send(self, index: int, batch: list[tuple[Command, asyncio.Future[Result]]]) -> None:
         lane = self._lanes[index]
@@ -91,7 +94,7 @@ class ShardRouter:
         except BaseException as exc:  # answer every caller, whatever happened
             for _, future in batch:
                 if not future.done():
-                    future.set_result(Result(ResultCode.UNAVAILABLE, message=f"shard call failed: {exc}"))
+                    future.set_result(Result(ResultCode.UNAVAILABLE, message=f"shard call failed: {_first_line(exc)}"))
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -111,7 +114,9 @@ class ShardRouter:
                 answers = [Result.from_wire(w) for w in msgpack.unpackb(reply, use_list=True)]
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 # Unknown outcome: resend the same commands (same keys) once the shard is back.
-                answers = [Result(ResultCode.UNAVAILABLE, message=f"shard unreachable: {exc}")] * len(pending)
+                answers = [Result(ResultCode.UNAVAILABLE, message=f"shard unreachable: {_first_line(exc)}")] * len(pending)
+            except ray.exceptions.RayTaskError as exc:
+                answers = [Result(ResultCode.UNAVAILABLE, message=f"shard failed: {_first_line(exc)}")] * len(pending)
             retry = []
             for slot, answer in zip(pending, answers, strict=True):
                 transient = answer.code is ResultCode.UNAVAILABLE or (
@@ -128,3 +133,8 @@ class ShardRouter:
             payload = msgpack.packb([commands[i].to_wire() for i in pending])
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]

@@ -20,7 +20,7 @@ from actors.engine import EngineSettings, ShardEngine
 from actors.errors import ShardSetupError
 from core.config import Config
 from core.partitioning import shard_of
-from core.wallet import Command, Result
+from core.wallet import Command, Result, ResultCode
 from storage.errors import StorageError
 from storage.journal import Journal
 
@@ -63,26 +63,37 @@ class AccountShard:
         )
         self._started: asyncio.Task[None] | None = None
 
-    async def _ready(self) -> None:
-        if self._started is None:
-            self._started = asyncio.ensure_future(self._engine.start())
-        await asyncio.shield(self._started)
+    def _running(self) -> bool:
+        task = self._started
+        return task is not None and task.done() and not task.cancelled() and task.exception() is None
+
+    async def _start(self) -> None:
+        """Start the engine once; after a failure (database down) the next call tries again."""
+        task = self._started
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._started = asyncio.ensure_future(self._engine.start())
+        try:
+            await asyncio.shield(task)
+        except StorageError as exc:
+            raise ShardSetupError(f"{self._name} cannot start: {exc}") from exc
 
     async def execute(self, payload: bytes) -> bytes:
         commands = [Command.from_wire(w) for w in msgpack.unpackb(payload, use_list=True)]
-        # Queue before the first await so one caller's calls keep their order.
-        futures = self._engine.submit_nowait(commands) if self._started and self._started.done() else None
-        if futures is None:
+        if self._running():
+            # Queued before the first await, so one caller's calls keep their order.
+            futures = self._engine.submit_nowait(commands)
+        else:
             try:
-                await self._ready()
-            except StorageError as exc:
-                raise ShardSetupError(f"{self._name} cannot start: {exc}") from exc
+                await self._start()
+            except ShardSetupError as exc:
+                unavailable = Result(ResultCode.UNAVAILABLE, message=str(exc))
+                return msgpack.packb([unavailable.to_wire()] * len(commands))
             futures = self._engine.submit_nowait(commands)
         results: list[Result] = await asyncio.gather(*futures)
         return msgpack.packb([r.to_wire() for r in results])
 
     async def ready(self) -> dict[str, Any]:
-        await self._ready()
+        await self._start()
         return {"name": self._name, "pid": os.getpid(), "epochs": self._engine.epochs}
 
     async def stats(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "cli.ledger",
     "cli.up",
     "cli.bench",
+    "cli.sim",
 
 )
 

@@ -214,9 +214,11 @@ def _format_rtp(data: dict[str, Any]) -> str:
     notes = []
     for t in data["tables"]:
         low, high = t["ci99"]
+        interval = "too few draws" if low is None or high is None else f"[{low:.3%}, {high:.3%}]"
+        verdict = {True: "yes", False: "NO", None: "n/a"}[t["within_ci"]]
         lines.append(
             f"{t['spots']:>5} {t['tickets']:>14,} {t['exact_rtp']:>10.4%} {t['simulated_rtp']:>10.4%} "
-            f"{f'[{low:.3%}, {high:.3%}]':>21} {'yes' if t['within_ci'] else 'NO':>5} "
+            f"{interval:>21} {verdict:>5} "
             f"{t['exact_sd']:>8.3f} {t['tickets_for_precision']:>18,}"
         )
         if not t["ci_reliable"]:

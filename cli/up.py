@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from actors.shard import SHARD_PREFIX, ShardSet, start_shards
 from cli.base import add_config_flag, load_cli_config
 from core.config import Config
 from storage.database import migrate, resolve_database
@@ -55,6 +56,10 @@ def _up(args: argparse.Namespace) -> int:
         context = ray.get_runtime_context()
         _say(f"ray           {'joined ' + config.ray_address if config.ray_address else 'local'}"
              f" (node {context.get_node_id()[:12]}, namespace {context.namespace})")
+        shards = start_shards(config, url)
+        started.append(("account shards", shards))
+        _say(f"shards        {len(shards)} x AccountShard ({SHARD_PREFIX}0..{len(shards) - 1}), "
+             f"{config.partitions} partitions, group commit up to {config.group_commit_max} commands")
         _say("up. Ctrl-C stops everything started here.")
         deadline = None if args.exit_after is None else time.monotonic() + args.exit_after
         while not stop_requested():
@@ -85,9 +90,20 @@ def _stop_all(started: list[tuple[str, Any]]) -> None:
             _say(f"stopping {name}")
             if isinstance(thing, EmbeddedPostgres):
                 thing.stop()
+            elif isinstance(thing, ShardSet):
+                _drain(thing)
             else:
                 thing.shutdown()
     _say("stopped")
+
+
+def _drain(shards: ShardSet) -> None:
+    """Answer what is queued and flush the journal before the shard processes go."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.get([h.drain.remote() for h in shards.handles], timeout=30)
+    shards.stop()
 
 
 def _install_stop_handlers() -> Any:

@@ -102,7 +102,7 @@ def parse_amount(text: object, cur: Currency | str, *, allow_negative: bool = Fa
     infinities, exponents, thousands separators and more decimals than the currency has.
     """
     cur = currency(cur) if isinstance(cur, str) else cur
-    if isinstance(text, bool) or isinstance(text, float):
+    if isinstance(text, (bool, float)):
         raise AmountFormatError(
             f"amount must be a decimal string, not a {type(text).__name__} ({text!r}); "
             "floats cannot represent money exactly"

@@ -8,15 +8,23 @@
   histogram. It is given the tickets ready-made, so the ratio is conservative; the
   evaluation-only figure of ours is reported next to it. Both sides' hit counts on the
   shared tickets are checked equal before any figure is reported.
-* **scaling**: the same batches as Ray tasks on 1 worker, then on ``--concurrency``
-  workers (default 2); speed-up and efficiency = speed-up / workers.
+* **scaling**: batches of the same kernel as Ray tasks on 1 worker and on
+  ``--concurrency`` workers (default 2) with the same work per worker, alternated
+  five times; speed-up = median N-worker rate / median 1-worker rate, efficiency =
+  speed-up / N. The same measured with plain OS processes (no Ray) is reported beside
+  it, to tell Ray's overhead from the machine's own limits.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +34,7 @@ from sims.bitmask import hits_matrix, random_subsets
 from sims.rtp import RtpBatch, simulate_rtp_batch
 from sims.runner import ray_cluster, run_batches, seed_sequence
 
-__all__ = ["run_bench"]
+__all__ = ["child_main", "run_bench"]
 
 # The 10-spot Michigan table (per unit stake); any table costs the same to evaluate.
 _MULTIPLIERS = (5.0, 0.0, 0.0, 0.0, 0.0, 2.0, 10.0, 50.0, 500.0, 5000.0, 100000.0)
@@ -35,6 +43,7 @@ _PER_DRAW = 256
 _OURS_DRAWS = 16_384       # 4.2M tickets per batch: ~20-40 ms vectorised
 _BASELINE_DRAWS = 1024     # 262k tickets per batch: ~25-40 ms in pure Python
 _RAY_DRAWS = 65_536        # 16.8M tickets per Ray task: ~100-200 ms, task overhead ~1 ms
+_TRIALS = 5
 TARGET_PER_CORE = 10_000_000
 TARGET_EFFICIENCY = 0.85
 
@@ -119,6 +128,62 @@ def _ray_rate(workers: int, batches: int) -> float:
     return sum(s.tickets for s in specs) / (time.perf_counter() - started)
 
 
+def _alternate(one: Callable[[], float], many: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """Alternate 1-worker and N-worker trials: the cores are shared with whatever else
+    runs, and alternating spreads that noise over both sides; callers keep the medians."""
+    ones: list[float] = []
+    manys: list[float] = []
+    for _ in range(_TRIALS):
+        ones.append(one())
+        manys.append(many())
+    return ones, manys
+
+
+def child_main(batches: int) -> None:
+    """One plain OS process of the no-Ray control: warm up, wait for "go", time batches."""
+    simulate_rtp_batch(_batch(800, _OURS_DRAWS))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started = time.perf_counter()
+    for i in range(batches):
+        simulate_rtp_batch(_batch(1000 + i, _RAY_DRAWS))
+    print(time.perf_counter() - started, flush=True)
+
+
+def _processes_rate(processes: int, batches: int) -> float:
+    """Tickets/s of ``processes`` OS processes running ``batches`` batches each at once.
+
+    Fresh interpreters started with exec (never fork: Ray's threads may already run here),
+    released together once all have imported numpy and warmed up.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-c", f"import sims.bench as b; b.child_main({batches})"]
+    children = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 env=env) for _ in range(processes)]
+    try:
+        for child in children:
+            if child.stdout is None or child.stdout.readline().strip() != "ready":
+                raise SimulationError("bench: a control process failed to start")
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        slowest = max(float(child.communicate()[0]) for child in children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return processes * batches * _RAY_DRAWS * _PER_DRAW / slowest
+
+
+def _process_scaling(workers: int, tasks: int) -> tuple[float, list[float], list[float]]:
+    """The same scaling with plain OS processes, no Ray: what the machine itself allows."""
+    ones, manys = _alternate(lambda: _processes_rate(1, tasks), lambda: _processes_rate(workers, tasks))
+    return statistics.median(manys) / statistics.median(ones) / workers, ones, manys
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     duration = float(args.duration) if args.duration else 3.0
     workers = int(args.concurrency) if args.concurrency else 2
@@ -135,14 +200,17 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     baseline_latencies = _timed_loop(duration, lambda i: _python_evaluate(*prepared[i % 4]))
     baseline = _figures(len(baseline_latencies) * _PER_DRAW * _BASELINE_DRAWS, baseline_latencies)
 
+    per_task = _RAY_DRAWS * _PER_DRAW / ours["per_s"]
+    tasks = max(2, round(max(0.5, duration / 4) / per_task))
+    process_efficiency, process_one, process_many = _process_scaling(workers, tasks)
     with ray_cluster(getattr(args, "address", None)):
         # Warm-up: Ray starts worker processes lazily; do not time their start-up.
         run_batches(simulate_rtp_batch, [_batch(900 + i, _OURS_DRAWS) for i in range(2 * workers)],
                     workers=workers)
-        per_task = _RAY_DRAWS * _PER_DRAW / ours["per_s"]
-        batches = max(2 * workers, round(duration / per_task) // workers * workers)
-        one = _ray_rate(1, max(2, batches // workers))
-        many = _ray_rate(workers, batches)
+        trials_one, trials_many = _alternate(lambda: _ray_rate(1, tasks),
+                                             lambda: _ray_rate(workers, tasks * workers))
+    one = statistics.median(trials_one)
+    many = statistics.median(trials_many)
     speedup = many / one
     efficiency = speedup / workers
     return {
@@ -159,8 +227,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "ray_batch_tickets": _RAY_DRAWS * _PER_DRAW,
         "ray_1_worker_per_s": one,
         f"ray_{workers}_workers_per_s": many,
+        "ray_trials": {"1": [round(x) for x in trials_one],
+                       str(workers): [round(x) for x in trials_many]},
         "speedup": speedup,
         "scaling_efficiency": efficiency,
+        "processes_scaling_efficiency": process_efficiency,
+        "processes_trials": {"1": [round(x) for x in process_one],
+                             str(workers): [round(x) for x in process_many]},
         "target_per_core_per_s": TARGET_PER_CORE,
         "target_efficiency": TARGET_EFFICIENCY,
         "per_core_target_met": ours["per_s"] >= TARGET_PER_CORE,

@@ -34,7 +34,7 @@ from sims import SimulationError
 from sims.bitmask import Masks, hits_matrix, random_subsets
 from sims.book import Book
 from sims.runner import Progress, run_batches, seed_sequence
-from sims.stats import Z_99, Moments, quantile_with_interval, wilson_interval
+from sims.stats import Z_99, Moments, json_interval, quantile_with_interval, wilson_interval
 
 __all__ = [
     "ROUNDS_PER_DAY",
@@ -173,7 +173,7 @@ class ExposureReport:
             "payout": {
                 "exact_mean_minor": float(self.book.exact_mean_payout()),
                 "mean_minor": moments.mean,
-                "mean_ci99": list(moments.mean_interval(Z_99)),
+                "mean_ci99": json_interval(moments.mean_interval(Z_99)),
                 "sd_minor": math.sqrt(moments.variance),
                 "p50_minor": quantile_with_interval(ordered, 0.5)[0],
                 "p99": _quantile_json(ordered, 0.99),

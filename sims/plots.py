@@ -49,12 +49,16 @@ def plot_rtp(report: RtpReport, path: str | Path) -> None:
                         label="exact ± 99% (exact SD)")
         ax.axhline(exact, color="tab:blue", linewidth=1, label=f"exact {exact:.3f}%")
         ax.plot(tickets, running, color="tab:red", linewidth=1.2, label="simulated")
-        low, high = (v * 100 for v in table.ci99)
-        ax.errorbar([tickets[-1]], [float(table.simulated_rtp) * 100],
-                    yerr=[[float(table.simulated_rtp) * 100 - low], [high - float(table.simulated_rtp) * 100]],
-                    fmt="o", color="black", capsize=3, label="final, 99% CI (per-draw)")
+        final = float(table.simulated_rtp) * 100
+        if table.has_ci:
+            low, high = (v * 100 for v in table.ci99)
+            ax.errorbar([tickets[-1]], [final], yerr=[[final - low], [high - final]], fmt="o",
+                        color="black", capsize=3, label="final, 99% CI (per-draw)")
+        else:
+            low, high = final - float(half[-1]), final + float(half[-1])
+            ax.plot([tickets[-1]], [final], "o", color="black", label="final (too few draws for a CI)")
         ax.set_xscale("log")
-        spread = max(3 * (high - low), 1e-3)
+        spread = max(3 * (high - low), abs(final - exact) * 1.5, 1e-3)
         ax.set_ylim(exact - spread, exact + spread)
         ax.set_title(f"{table.spots} spots: {table.tickets:,} tickets")
         ax.set_xlabel("tickets")

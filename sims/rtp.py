@@ -38,7 +38,7 @@ from core.keno import Paytable, PaytableSet
 from sims import SimulationError
 from sims.bitmask import hits_matrix, random_subsets
 from sims.runner import Progress, run_batches, seed_sequence
-from sims.stats import Z_99, Moments, tickets_for_precision
+from sims.stats import Z_99, Moments, json_interval, tickets_for_precision
 
 __all__ = [
     "DEFAULT_TICKETS_PER_DRAW",
@@ -66,6 +66,9 @@ _MAX_BATCH_DRAWS = 65_536
 # An outcome seen fewer times than this in a run is too rare for the sample variance.
 _RELIABLE_COUNT = 10
 _RELIABLE_SHARE = 0.10
+# Fewer independent draws than this give no interval: the normal approximation of the
+# per-draw means would be a guess.
+_MIN_DRAWS_FOR_CI = 30
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,10 @@ class RtpTableResult:
     convergence: tuple[tuple[int, float], ...]
 
     @property
+    def has_ci(self) -> bool:
+        return math.isfinite(self.ci99[0]) and math.isfinite(self.ci99[1])
+
+    @property
     def within_ci(self) -> bool:
         return self.ci99[0] <= float(self.exact_rtp) <= self.ci99[1]
 
@@ -193,8 +200,8 @@ class RtpTableResult:
             "exact_rtp_fraction": str(self.exact_rtp),
             "simulated_rtp": float(self.simulated_rtp),
             "difference": float(self.simulated_rtp - self.exact_rtp),
-            "ci99": list(self.ci99),
-            "within_ci": self.within_ci,
+            "ci99": json_interval(self.ci99),
+            "within_ci": self.within_ci if self.has_ci else None,
             "exact_sd": self.exact_sd,
             "design_effect": self.design_effect,
             "tickets_for_precision": self.tickets_for_precision,
@@ -205,7 +212,8 @@ class RtpTableResult:
                 {"hits": h, "count": c, "frequency": c / self.tickets, "exact": float(p)}
                 for h, (c, p) in enumerate(zip(self.hit_counts, self.hit_probabilities, strict=True))
             ],
-            "convergence": [list(point) for point in self.convergence[::step]],
+            "convergence": [list(point) for point in
+                            (*self.convergence[:-1:step], self.convergence[-1])],
         }
 
 
@@ -280,7 +288,8 @@ def _summarise(table: Paytable, batches: list[RtpBatch], results: list[RtpBatchR
         tickets_per_draw=per_draw,
         exact_rtp=table.rtp(),
         simulated_rtp=simulated,
-        ci99=moments.mean_interval(Z_99),
+        ci99=moments.mean_interval(Z_99) if moments.count >= _MIN_DRAWS_FOR_CI
+        else (-math.inf, math.inf),
         exact_sd=table.sd(),
         design_effect=design_effect,
         tickets_for_precision=tickets_for_precision(table.sd(), PRECISION),

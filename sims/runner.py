@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -119,6 +120,8 @@ def ray_cluster(address: str | None = None) -> Iterator[None]:
         yield
         return
     target = address or os.environ.get("RAY_ADDRESS") or None
+    if target is not None:
+        _check_reachable(target)
     try:
         ray.init(
             address=target,
@@ -134,6 +137,19 @@ def ray_cluster(address: str | None = None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes: ``ray.init`` retries an unreachable GCS for long."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" or another form Ray resolves itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise SimulationError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
 
 
 def cluster_cpus() -> int:

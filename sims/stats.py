@@ -11,6 +11,7 @@ import numpy.typing as npt
 __all__ = [
     "Z_99",
     "Moments",
+    "json_interval",
     "quantile_with_interval",
     "tickets_for_precision",
     "wilson_interval",
@@ -63,6 +64,11 @@ class Moments:
             return (-math.inf, math.inf)
         half = z * math.sqrt(self.variance / self.count)
         return (self.mean - half, self.mean + half)
+
+
+def json_interval(interval: tuple[float, float]) -> list[float | None]:
+    """An interval for JSON: an unbounded end (too few samples) becomes ``null``."""
+    return [value if math.isfinite(value) else None for value in interval]
 
 
 def tickets_for_precision(sd: float, epsilon: float, z: float = Z_99) -> int:

@@ -19,9 +19,9 @@ from storage.migrations import apply_migrations
 __all__ = [
     "CONNECTION_ERRORS",
     "connect",
+    "connection",
     "create_pool",
     "migrate",
-    "connection",
     "resolve_database",
 ]
 
@@ -50,9 +50,9 @@ def resolve_database(database_url: str | None, data_dir: Path) -> tuple[str, Emb
     return url, None if already_running else server
 
 
-async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(url, timeout=timeout)
+        return await asyncpg.connect(url, timeout=connect_timeout)
     except CONNECTION_ERRORS as exc:
         raise DatabaseUnavailableError(f"cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
 

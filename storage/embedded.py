@@ -160,8 +160,7 @@ class EmbeddedPostgres:
     def _ensure_database(self) -> None:
         exists = self._run(
             "psql",
-            self._psql_args("postgres")
-            + ["-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{_DATABASE}'"],
+            [*self._psql_args("postgres"), "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{_DATABASE}'"],
         )
         if exists.strip() != "1":
             with contextlib.suppress(subprocess.CalledProcessError):

@@ -47,7 +47,7 @@ def test_bad_environment_is_a_clear_error(env: dict[str, str], message: str) -> 
 def test_bad_file() -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config({}, "shards = ", file_name="rgs.toml")
-    with pytest.raises(ConfigError, match="unknown setting.*shard_count"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*shard_count"):
         load_config({}, "shard_count = 2")
     with pytest.raises(ConfigError, match="not a valid int"):
         load_config({}, "shards = 2.5")

@@ -146,3 +146,20 @@ def test_errors_are_one_line_without_traceback(
     assert captured.out == ""
     assert message in captured.err, captured.err
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+def test_unreachable_ray_address_fails_fast(capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    from sims import SimulationError
+    from sims.runner import _check_reachable
+
+    with pytest.raises(SimulationError, match="cannot reach Ray"):
+        _check_reachable("ray://127.0.0.1:1")
+    _check_reachable("auto")  # forms Ray resolves itself are left to Ray
+    if ray.is_initialized():
+        return  # the connected session would be reused and --address not consulted
+    assert run(["sim", "rtp", "--paytable", str(PAYTABLES_FILE), "--tickets", "10",
+                "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach Ray at 127.0.0.1:1" in err and err.count("\n") == 1

@@ -65,3 +65,11 @@ def test_bad_inputs(paytables: PaytableSet) -> None:
         simulate_rtp(paytables, tickets=10, tickets_per_draw=0)
     with pytest.raises(SimulationError):
         simulate_rtp(paytables, tickets=10, seed=-1)
+
+
+def test_too_few_draws_give_no_interval(paytables: PaytableSet) -> None:
+    """Fewer than 30 independent draws: no interval rather than a made-up one."""
+    table = simulate_rtp(paytables, tickets=10, seed=1, spots=4).tables[0]
+    assert table.draws == 1 and table.tickets == 256 and not table.has_ci
+    data = table.to_json()
+    assert data["ci99"] == [None, None] and data["within_ci"] is None

@@ -20,7 +20,7 @@ async def test_start_crash_restart_keeps_data_and_url(tmp_path: Path) -> None:
         server.stop(mode="immediate")
         assert not server.is_running()
         with pytest.raises(DatabaseUnavailableError, match="cannot connect"):
-            await connect(url, timeout=2)
+            await connect(url, connect_timeout=2)
         assert EmbeddedPostgres(tmp_path / "db").start() == url  # a new handle finds the port
         conn = await asyncpg.connect(url)
         assert await conn.fetchval("SELECT x FROM kept") == 42
