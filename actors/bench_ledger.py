@@ -266,9 +266,10 @@ async def _run(config: Any, duration: float, concurrency: int, address: str | No
     import ray
 
     from actors.router import ShardRouter
-    from actors.shard import start_shards
+    from actors.shard import start_shards, tune_interpreter
     from storage.database import migrate, resolve_database
 
+    tune_interpreter()
     url, server = resolve_database(config.database_url, config.pg_data_dir)
     database = f"rgs_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(url)
@@ -322,6 +323,7 @@ async def _run(config: Any, duration: float, concurrency: int, address: str | No
             n += 1
         hot_figures = summarize(hot_latencies, time.perf_counter() - hot_started)
         stats = ray.get([h.stats.remote() for h in shards.handles])
+        _progress(f"shard stats: {stats}")
         batches = sum(s["batches"] for s in stats)
         commands = sum(s["commands"] for s in stats)
         return {

@@ -130,6 +130,8 @@ class ShardEngine:
             "batches": 0,
             "commands": 0,
             "commit_seconds": 0.0,
+            "evaluate_seconds": 0.0,
+            "apply_seconds": 0.0,
             "failed_batches": 0,
             "busy_rejections": 0,
             "passivated": 0,
@@ -266,6 +268,7 @@ class ShardEngine:
             pending.future.set_result(result)
 
     async def _process(self, batch: list[tuple[_Account, _Pending]]) -> None:
+        began = time.perf_counter()
         try:
             await self._load(batch)
             for _attempt in range(4):
@@ -273,6 +276,7 @@ class ShardEngine:
                 for account, pending in batch:
                     plan.evaluate(account, pending)
                 started = time.perf_counter()
+                self.stats["evaluate_seconds"] += started - began
                 outcome = await self._journal.commit(plan.journal, self._epochs) if len(plan.journal) else None
                 if not isinstance(outcome, Conflicts):
                     break
@@ -292,9 +296,11 @@ class ShardEngine:
         self.stats["commit_seconds"] += time.perf_counter() - started
         self.stats["batches"] += 1
         self.stats["commands"] += len(batch)
+        applied = time.perf_counter()
         plan.apply(outcome)
         for account, _ in batch:
             account.in_flight -= 1
+        self.stats["apply_seconds"] += time.perf_counter() - applied
 
     async def _load(self, batch: list[tuple[_Account, _Pending]]) -> None:
         """Activate accounts and fetch the bets this batch resolves that are not cached.

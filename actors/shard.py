@@ -4,12 +4,18 @@ Shards are named ``{prefix}{i}`` (default ``account-shard-{i}``) in Ray namespac
 and restarted by Ray when they die. A restarted shard claims its partitions again, which
 bumps their fencing epochs: anything its previous incarnation still had in flight cannot
 be written any more.
+
+Commands reach a shard two ways: the ``execute`` actor method (simple, ~1.4 ms per call)
+and, for routers on hot paths, a TCP listener whose address and per-incarnation token
+``ready()`` returns (~0.3 ms per round trip; see ``actors.framing``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -18,7 +24,9 @@ import ray
 
 from actors.engine import EngineSettings, ShardEngine
 from actors.errors import ShardSetupError
+from actors.framing import FrameError, encode_frame, read_frame
 from core.config import Config
+from core.errors import RgsError
 from core.partitioning import shard_of
 from core.wallet import Command, Result, ResultCode
 from storage.errors import StorageError
@@ -32,9 +40,20 @@ __all__ = [
     "engine_settings",
     "shard_handles",
     "start_shards",
+    "tune_interpreter",
 ]
 
 NAMESPACE = "rgs"
+
+
+def tune_interpreter() -> None:
+    """Shorten the GIL switch interval in processes that host Ray and an event loop.
+
+    Ray keeps Python threads of its own in every worker and driver. With the default
+    5 ms switch interval, our event loop waits up to 5 ms for the GIL each time one of
+    them runs: measured here, a one-command commit went from 1.9 ms to 1.25 ms at 0.2 ms.
+    """
+    sys.setswitchinterval(0.0002)
 SHARD_PREFIX = "account-shard-"
 
 
@@ -55,6 +74,7 @@ class AccountShard:
     """Commands arrive as msgpack lists (one call carries many); answers go back the same way."""
 
     def __init__(self, name: str, database_url: str, settings: dict[str, Any]) -> None:
+        tune_interpreter()
         settings = dict(settings)
         settings["owned"] = frozenset(settings["owned"])
         self._name = name
@@ -62,6 +82,9 @@ class AccountShard:
             Journal(database_url, owner=f"{name}/pid{os.getpid()}"), EngineSettings(**settings)
         )
         self._started: asyncio.Task[None] | None = None
+        self._token = secrets.token_hex(16)
+        self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
 
     def _running(self) -> bool:
         task = self._started
@@ -76,6 +99,35 @@ class AccountShard:
             await asyncio.shield(task)
         except StorageError as exc:
             raise ShardSetupError(f"{self._name} cannot start: {exc}") from exc
+        if self._server is None:
+            host = ray.util.get_node_ip_address()
+            self._server = await asyncio.start_server(self._serve_connection, host, 0)
+            self._address = (host, int(self._server.sockets[0].getsockname()[1]))
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One router's connection: frames ``[request_id, [command, ...]]`` in, answers out."""
+        replies: set[asyncio.Task[None]] = set()
+        try:
+            if await read_frame(reader) != self._token:
+                return
+            while True:
+                request_id, wires = await read_frame(reader)
+                commands = [Command.from_wire(w) for w in wires]
+                # Queued as the frame is read: one connection's order is arrival order.
+                futures = self._engine.submit_nowait(commands)
+                reply = asyncio.ensure_future(self._reply(writer, request_id, futures))
+                replies.add(reply)
+                reply.add_done_callback(replies.discard)
+        except (asyncio.IncompleteReadError, ConnectionError, FrameError, RgsError, ValueError, TypeError):
+            pass  # the router sees the connection drop and retries under the same keys
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, request_id: int, futures: list[asyncio.Future[Result]]) -> None:
+        results: list[Result] = await asyncio.gather(*futures)
+        if not writer.is_closing():
+            writer.write(encode_frame([request_id, [r.to_wire() for r in results]]))
 
     async def execute(self, payload: bytes) -> bytes:
         commands = [Command.from_wire(w) for w in msgpack.unpackb(payload, use_list=True)]
@@ -93,8 +145,16 @@ class AccountShard:
         return msgpack.packb([r.to_wire() for r in results])
 
     async def ready(self) -> dict[str, Any]:
+        """Start if needed; where to connect, and which partitions at which epochs we own."""
         await self._start()
-        return {"name": self._name, "pid": os.getpid(), "epochs": self._engine.epochs}
+        assert self._address is not None
+        return {
+            "name": self._name,
+            "pid": os.getpid(),
+            "epochs": self._engine.epochs,
+            "address": list(self._address),
+            "token": self._token,
+        }
 
     async def stats(self) -> dict[str, Any]:
         return {"name": self._name, **self._engine.snapshot()}
