@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "cli.keno",
     "cli.db",
     "cli.ledger",
+    "cli.reconcile",
     "cli.up",
     "cli.bench",
     "cli.sim",

@@ -28,6 +28,12 @@ def register(sub: Any) -> None:
     add_config_flag(parser)
     parser.add_argument("--shards", type=int, default=None, help="account shard actors")
     parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also serve the wallet over HTTP with a demo operator, providers and funded players "
+        "(written to <state>/demo.json)",
+    )
+    parser.add_argument(
         "--exit-after",
         type=float,
         default=None,
@@ -60,6 +66,9 @@ def _up(args: argparse.Namespace) -> int:
         started.append(("account shards", shards))
         _say(f"shards        {len(shards)} x AccountShard ({SHARD_PREFIX}0..{len(shards) - 1}), "
              f"{config.partitions} partitions, group commit up to {config.group_commit_max} commands")
+        if args.demo:
+            started.append(("Serve", _ServeStopper()))
+            _start_demo(config, url, shards)
         _say("up. Ctrl-C stops everything started here.")
         deadline = None if args.exit_after is None else time.monotonic() + args.exit_after
         while not stop_requested():
@@ -72,7 +81,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _start_ray(config: Config) -> Any:
+    import os
+
     import ray
+
+    # Serve's proxy as measured here: the default collapses under concurrency, these two
+    # settings reach 2-3k req/s. Read by processes Ray starts, so set before ray.init.
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 
     ray.init(
         address=config.ray_address,
@@ -95,6 +111,29 @@ def _stop_all(started: list[tuple[str, Any]]) -> None:
             else:
                 thing.shutdown()
     _say("stopped")
+
+
+class _ServeStopper:
+    def shutdown(self) -> None:
+        from ray import serve
+
+        serve.shutdown()
+
+
+def _start_demo(config: Config, database_url: str, shards: ShardSet) -> None:
+    from ray import serve
+
+    from serve.demo import provision_demo, start_adapters
+    from serve.wallet import WalletGateway
+
+    base_url = f"http://{config.http_host}:{config.http_port}"
+    path, demo, providers = asyncio.run(provision_demo(config, database_url, shards, base_url))
+    start_adapters(providers, database_url, shards)
+    serve.start(http_options={"host": config.http_host, "port": config.http_port, "request_timeout_s": 10})
+    routes = {f"/wallet/{p.provider_id}": {"provider_id": p.provider_id, "dialect": p.dialect} for p in providers}
+    serve.run(WalletGateway.bind(routes), name="wallet", route_prefix="/wallet")  # type: ignore[attr-defined]
+    _say(f"wallet        {base_url}/wallet/hub88 (Hub88), {base_url}/wallet/softswiss (SoftSwiss GIS)")
+    _say(f"demo          {len(demo['players'])} players funded with 1,000,000.00 EUR; credentials in {path}")
 
 
 def _drain(shards: ShardSet) -> None:

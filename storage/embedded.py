@@ -138,6 +138,9 @@ class EmbeddedPostgres:
             self._system_user = "pgserver"
             pgs.ensure_user_exists(self._system_user)
             pgs.ensure_prefix_permissions(self.data_dir)
+            # The binaries may sit in a private folder (a venv under a 0700 mktemp dir):
+            # the unprivileged user must be able to reach and run them.
+            pgs.ensure_prefix_permissions(pgs.POSTGRES_BIN_PATH)
             pgs.ensure_folder_permissions(pgs.POSTGRES_BIN_PATH, 0o555)
             pgs.ensure_folder_permissions(pgs.POSTGRES_BIN_PATH.parent / "lib", 0o444)
             import pwd

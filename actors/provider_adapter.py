@@ -1,0 +1,172 @@
+"""``ProviderAdapter``: one Ray actor per integrated game provider.
+
+It verifies the dialect's signature, maps the request to wallet intents, resolves the
+player (session token and/or player id), runs the intents on the account shards through a
+router (so concurrent callbacks share shard calls), records every callback for
+reconciliation before answering, and renders the dialect's exact response. The Serve
+deployment in front only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import ray
+
+from actors.router import ShardRouter
+from actors.shard import shard_handles, tune_interpreter
+from actors.wallet_flow import ResolvedPlayer, run_call
+from core.dialects.base import ParsedCall, PlayerRef, ProviderSettings, WireRequest, WireResponse
+from core.dialects.registry import dialect
+from storage.callbacks import CallbackRecord, CallbackStore
+from storage.sessions import SessionInfo, SessionStore
+
+__all__ = ["ProviderAdapter", "adapter_name"]
+
+log = logging.getLogger("rgs.wallet")
+
+# Raw request as it crosses the Serve → adapter hop: (method, path, headers, body, received_at)
+RawRequest = tuple[str, str, dict[str, str], bytes, float]
+RawResponse = tuple[int, dict[str, str], bytes]
+
+_SESSION_CACHE_S = 2.0  # a revoked token may be honoured this long by a busy adapter
+
+
+def adapter_name(provider_id: str) -> str:
+    return f"provider-{provider_id}"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ProviderAdapter:
+    def __init__(
+        self, settings: dict[str, Any], database_url: str, shards: int, partitions: int, shard_prefix: str
+    ) -> None:
+        tune_interpreter()
+        self._settings = ProviderSettings(**settings)
+        self._dialect = dialect(self._settings.dialect)
+        self._database_url = database_url
+        self._shard_args = (shards, partitions, shard_prefix)
+        self._ready: asyncio.Future[None] | None = None
+        self._sessions_cache: dict[str, tuple[float, SessionInfo | None]] = {}
+        self._records: list[tuple[CallbackRecord, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def _start(self) -> None:
+        pool = await asyncpg.create_pool(self._database_url, min_size=1, max_size=4)
+        assert pool is not None
+        self._sessions = SessionStore(pool)
+        self._callbacks = CallbackStore(pool)
+        shards, partitions, prefix = self._shard_args
+        self._router = ShardRouter(shard_handles(shards, partitions, prefix=prefix).handles, partitions)
+        self._recorder = asyncio.ensure_future(self._record_forever())
+
+    async def ready(self) -> str:
+        if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
+            self._ready = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._ready)
+        return self._settings.provider_id
+
+    async def handle_many(self, requests: list[RawRequest]) -> list[RawResponse]:
+        await self.ready()
+        return list(await asyncio.gather(*(self._handle(r) for r in requests)))
+
+    async def _handle(self, raw: RawRequest) -> RawResponse:
+        method, path, headers, body, received_at = raw
+        request = WireRequest(method, path, headers, body, received_at)
+        parsed: ParsedCall | None = None
+        try:
+            response = self._dialect.authenticate(request, self._settings)
+            if response is None:
+                parsed_or_error = self._dialect.parse(request, self._settings)
+                if isinstance(parsed_or_error, WireResponse):
+                    response = parsed_or_error
+                else:
+                    parsed = parsed_or_error
+                    outcome = await run_call(parsed, resolve=self._resolve, execute=self._router.execute_many)
+                    response = self._dialect.render(parsed, outcome)
+                    if outcome.error == "unavailable":
+                        log.warning("provider %s: wallet unavailable for %s", self._settings.provider_id, path)
+        except Exception:
+            log.exception("provider %s: %s %s failed", self._settings.provider_id, method, path)
+            response = self._dialect.reject(request, "internal error")
+        await self._record(request, parsed, response)
+        return response.status, dict(response.headers), response.body
+
+    async def _resolve(self, ref: PlayerRef) -> ResolvedPlayer | str:
+        operator_id = self._settings.operator_id
+        if ref.token is None:
+            return ResolvedPlayer(operator_id, ref.player_id) if ref.player_id else "unknown_player"
+        session = await self._session(ref.token)
+        if session is None or session.operator_id != operator_id or (
+            session.provider_id not in (None, self._settings.provider_id)
+        ):
+            if not ref.token_must_be_valid and ref.player_id:
+                return ResolvedPlayer(operator_id, ref.player_id)
+            return "invalid_token"
+        if ref.player_id is not None and ref.player_id != session.player_id:
+            return "invalid_token"
+        if not session.valid and ref.token_must_be_valid:
+            return "expired_token"
+        return ResolvedPlayer(operator_id, session.player_id)
+
+    async def _session(self, token: str) -> SessionInfo | None:
+        now = time.monotonic()
+        cached = self._sessions_cache.get(token)
+        if cached is not None and now - cached[0] < _SESSION_CACHE_S:
+            return cached[1]
+        session = await self._sessions.resolve(token)
+        if len(self._sessions_cache) > 100_000:
+            self._sessions_cache.clear()
+        self._sessions_cache[token] = (now, session)
+        return session
+
+    # -- recording: every callback is journaled before its answer leaves -----------------
+
+    async def _record(self, request: WireRequest, parsed: ParsedCall | None, response: WireResponse) -> None:
+        try:
+            answer: Any = response.json()
+        except ValueError:
+            answer = {"raw": response.body.decode(errors="replace")}
+        code = str(answer.get("status") or answer.get("code") or response.status) if isinstance(answer, dict) else str(response.status)
+        record = CallbackRecord(
+            provider_id=self._settings.provider_id,
+            endpoint=request.path,
+            request_id=parsed.request_id if parsed else None,
+            transaction_ids=parsed.transaction_ids if parsed else (),
+            reference_id=next((i.reference for i in parsed.intents if i.reference), None) if parsed else None,
+            player_id=parsed.player.player_id if parsed else None,
+            round_ref=parsed.round_ref if parsed else None,
+            body=request.body,
+            result_code=code,
+            response=answer,
+        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._records.append((record, future))
+        self._wake.set()
+        try:
+            await future
+        except Exception:
+            # The money moved (or did not) already; losing the audit row must not turn a
+            # correct answer into an error. The ledger stays the source of truth.
+            log.exception("provider %s: callback not recorded", self._settings.provider_id)
+
+    async def _record_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._records:
+                batch, self._records = self._records[:1000], self._records[1000:]
+                try:
+                    await self._callbacks.record([r for r, _ in batch])
+                    for _, future in batch:
+                        future.set_result(None)
+                except Exception as exc:
+                    for _, future in batch:
+                        future.set_exception(exc)
+
+
