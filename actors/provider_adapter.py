@@ -137,7 +137,8 @@ class ProviderAdapter:
             provider_id=self._settings.provider_id,
             endpoint=request.path,
             request_id=parsed.request_id if parsed else None,
-            transaction_ids=parsed.transaction_ids if parsed else (),
+            # the wallet keys the request's intents ran under: reconciliation joins on them
+            transaction_ids=tuple(i.key for i in parsed.intents if i.key) if parsed else (),
             reference_id=next((i.reference for i in parsed.intents if i.reference), None) if parsed else None,
             player_id=parsed.player.player_id if parsed else None,
             round_ref=parsed.round_ref if parsed else None,

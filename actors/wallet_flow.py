@@ -66,7 +66,8 @@ async def run_call(call: ParsedCall, *, resolve: Resolve, execute: Execute) -> O
             return Outcome(results, currency, None, player.player_id, error="unavailable")
         if result.code is ResultCode.UNKNOWN_ACCOUNT:
             return Outcome((), None, None, player.player_id, error="unknown_player")
-        if call.atomic and result.code in _REFUSED and not result.replayed:
+        if call.atomic and result.code in _REFUSED:
+            # Replayed or not, a refusal ends the call: nothing it placed may stay.
             await _undo(player, currency, call.intents[: len(results) - 1], results[:-1], execute)
             break
     balance = next((r.balance for r in reversed(results) if r.balance is not None), None)
@@ -77,9 +78,10 @@ async def run_call(call: ParsedCall, *, resolve: Resolve, execute: Execute) -> O
 async def _undo(
     player: ResolvedPlayer, currency: str, intents: tuple[Intent, ...], results: list[Result], execute: Execute
 ) -> None:
-    """All-or-nothing calls: roll back the bets this call placed before the refusal."""
+    """All-or-nothing calls: roll back the bets this call placed before the refusal (a
+    replayed bet was placed, and is owned, by an earlier request)."""
     for intent, result in zip(intents, results, strict=True):
-        if intent.kind is CommandKind.BET and result.code is ResultCode.OK:
+        if intent.kind is CommandKind.BET and result.code is ResultCode.OK and not result.replayed:
             undo = Intent(CommandKind.ROLLBACK, f"{intent.key}:undo", reference=intent.key, round_ref=intent.round_ref)
             await execute([_command(player, currency, undo)])
 

@@ -279,8 +279,13 @@ class Journal:
         """Write the batch atomically, or return the keys it wrongly assumed were new."""
         await self._reserve("ledger_tx_id_seq", _TX_BLOCK, len(batch.transactions), self._tx_ids)
         await self._reserve("accounts_account_id_seq", _ACCOUNT_BLOCK, len(batch.new_accounts), self._account_ids)
+        # Ids are used up whatever happens next: a commit whose outcome is unknown may have
+        # written them, so they must never be handed out again (gaps are harmless).
         tx_ids = self._tx_ids[: len(batch.transactions)]
-        new_ids = {id(a): aid for a, aid in zip(batch.new_accounts, self._account_ids, strict=False)}
+        del self._tx_ids[: len(tx_ids)]
+        account_ids = self._account_ids[: len(batch.new_accounts)]
+        del self._account_ids[: len(account_ids)]
+        new_ids = {id(a): aid for a, aid in zip(batch.new_accounts, account_ids, strict=True)}
         args, heads = _arguments(batch, epochs, tx_ids, new_ids)
         conn = await self._connection()
         try:
@@ -294,14 +299,11 @@ class Journal:
             if getattr(exc, "sqlstate", None) == "RG001":
                 raise StaleWriterError(str(exc)) from exc
             raise JournalRejectedError(f"the database refused the batch: {exc}") from exc
-        # Ids are consumed once written; after a conflict nothing was written, keep them.
         if conflicts:
             return Conflicts(
                 records={(int(a), k) for kind, a, k in (c.split(":", 2) for c in conflicts) if kind == "record"},
                 bets={(int(a), k) for kind, a, k in (c.split(":", 2) for c in conflicts) if kind == "bet"},
             )
-        del self._tx_ids[: len(tx_ids)]
-        del self._account_ids[: len(new_ids)]
         for response, tx_index in ((r.response, r.tx_index) for r in batch.records):
             if tx_index is not None:
                 response["tx_id"] = tx_ids[tx_index]

@@ -1,8 +1,9 @@
 """Reconciliation of one provider's callbacks against the ledger.
 
 The ledger and the idempotency records say what the wallet did; ``provider_callbacks``
-says what the provider asked and what we answered. A provider's commands carry keys
-``"{provider_id}:{its transaction id}"``, which ties the two together.
+says what the provider asked and what we answered, with the wallet keys its intents ran
+under. A dialect namespaces its keys with its name (``"hub88:{transaction_uuid}"``), which
+picks out the provider's side of the ledger; the keys tie the two together.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ async def reconcile(
     conn: asyncpg.Connection, provider_id: str, since: datetime | None = None, until: datetime | None = None
 ) -> Reconciliation:
     report = Reconciliation(provider_id, since, until)
-    prefix = f"{provider_id}:"
+    dialect = await conn.fetchval("SELECT dialect FROM providers WHERE provider_id = $1", provider_id)
+    prefix = f"{dialect or provider_id}:"
     window = "($2::timestamptz IS NULL OR {col} >= $2) AND ($3::timestamptz IS NULL OR {col} < $3)"
     report.callbacks = int(
         await conn.fetchval(
@@ -124,14 +126,14 @@ async def reconcile(
         " WHERE t.idempotency_key LIKE $1 || '%' AND t.idempotency_key NOT LIKE '%:undo' AND "
         + window.format(col="t.created_at")
         + " AND NOT EXISTS (SELECT 1 FROM provider_callbacks c WHERE c.provider_id = $4"
-        "   AND $1 || c.transaction_id = t.idempotency_key) ORDER BY t.tx_id LIMIT 100",
+        "   AND c.transaction_id = t.idempotency_key) ORDER BY t.tx_id LIMIT 100",
         prefix,
         since,
         until,
         provider_id,
     ):
         report.divergences.append(
-            f"ledger transaction {row['tx_id']} ({row['kind']} {row['idempotency_key'][len(prefix):]}) has no recorded callback"
+            f"ledger transaction {row['tx_id']} ({row['kind']} {row['idempotency_key']}) has no recorded callback"
         )
     # A callback we answered for a transaction the wallet has no record of.
     for row in await conn.fetch(
@@ -139,7 +141,8 @@ async def reconcile(
         " WHERE c.provider_id = $4 AND c.transaction_id IS NOT NULL AND "
         + window.format(col="c.received_at")
         + " AND c.result_code IN ('RS_OK', '200')"
-        " AND NOT EXISTS (SELECT 1 FROM idempotency_records r WHERE r.idempotency_key = $1 || c.transaction_id)"
+        " AND c.transaction_id LIKE $1 || '%'"
+        " AND NOT EXISTS (SELECT 1 FROM idempotency_records r WHERE r.idempotency_key = c.transaction_id)"
         " ORDER BY 1 LIMIT 100",
         prefix,
         since,

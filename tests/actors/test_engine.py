@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 
 from actors.engine import ShardEngine
 from core.wallet import AccountStatus, ResultCode
@@ -176,3 +177,48 @@ async def test_idle_accounts_are_passivated_and_come_back(make_engine: Callable[
     assert engine.snapshot()["passivated"] >= 30
     results = await engine.submit([cmd("bet", p, f"b-{p}", 4) for p in players])
     assert [r.balance for r in results] == [6] * 40
+
+
+async def test_a_commit_lost_in_flight_is_resolved_by_retrying(
+    make_engine: Callable[..., object], fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection dies after PostgreSQL committed: the caller hears 'unavailable', the
+    retry under the same key gets the original answer, and nothing is written twice."""
+    engine = await make_engine()  # type: ignore[misc]
+    await funded(engine)
+    journal = engine._journal
+    real_connection = journal._connection
+    lost = False
+
+    class LosesTheAnswer:
+        """Lets the journal call run to COMMIT once, then drops the reply on the floor."""
+
+        def __init__(self, conn: asyncpg.Connection) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+        async def fetchval(self, query: str, *args: object) -> object:
+            nonlocal lost
+            value = await self._conn.fetchval(query, *args)
+            if "rgs_journal_batch" in query and not lost:
+                lost = True
+                raise ConnectionResetError("connection reset after COMMIT")
+            return value
+
+    async def connection() -> object:
+        return LosesTheAnswer(await real_connection())
+
+    monkeypatch.setattr(journal, "_connection", connection)
+    monkeypatch.setattr(journal, "_lost", lambda: None)
+    first = await engine.submit([cmd("bet", key="b1", amount=100)])
+    assert first[0].code is ResultCode.UNAVAILABLE
+    retry = await engine.submit([cmd("bet", key="b1", amount=100), cmd("bet", key="b2", amount=50)])
+    assert retry[0].code is OK and retry[0].replayed and retry[0].balance == 900
+    assert retry[1].code is OK and retry[1].balance == 850  # fresh ids: no collision
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        assert await verify_ledger(conn) == []
+    finally:
+        await conn.close()
