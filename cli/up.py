@@ -67,8 +67,9 @@ def _up(args: argparse.Namespace) -> int:
         _say(f"shards        {len(shards)} x AccountShard ({SHARD_PREFIX}0..{len(shards) - 1}), "
              f"{config.partitions} partitions, group commit up to {config.group_commit_max} commands")
         if args.demo:
+            # Held here for as long as we run: Ray stops an actor once no handle is left.
+            started.append(("provider adapters", _Actors(_start_demo(config, url, shards))))
             started.append(("Serve", _ServeStopper()))
-            _start_demo(config, url, shards)
         _say("up. Ctrl-C stops everything started here.")
         deadline = None if args.exit_after is None else time.monotonic() + args.exit_after
         while not stop_requested():
@@ -113,6 +114,17 @@ def _stop_all(started: list[tuple[str, Any]]) -> None:
     _say("stopped")
 
 
+class _Actors:
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+
+    def shutdown(self) -> None:
+        import ray
+
+        for handle in self.handles:
+            ray.kill(handle, no_restart=True)
+
+
 class _ServeStopper:
     def shutdown(self) -> None:
         from ray import serve
@@ -120,7 +132,7 @@ class _ServeStopper:
         serve.shutdown()
 
 
-def _start_demo(config: Config, database_url: str, shards: ShardSet) -> None:
+def _start_demo(config: Config, database_url: str, shards: ShardSet) -> list[Any]:
     from ray import serve
 
     from serve.demo import provision_demo, start_adapters
@@ -128,12 +140,13 @@ def _start_demo(config: Config, database_url: str, shards: ShardSet) -> None:
 
     base_url = f"http://{config.http_host}:{config.http_port}"
     path, demo, providers = asyncio.run(provision_demo(config, database_url, shards, base_url))
-    start_adapters(providers, database_url, shards)
+    adapters = start_adapters(providers, database_url, shards)
     serve.start(http_options={"host": config.http_host, "port": config.http_port, "request_timeout_s": 10})
     routes = {f"/wallet/{p.provider_id}": {"provider_id": p.provider_id, "dialect": p.dialect} for p in providers}
     serve.run(WalletGateway.bind(routes), name="wallet", route_prefix="/wallet")  # type: ignore[attr-defined]
     _say(f"wallet        {base_url}/wallet/hub88 (Hub88), {base_url}/wallet/softswiss (SoftSwiss GIS)")
     _say(f"demo          {len(demo['players'])} players funded with 1,000,000.00 EUR; credentials in {path}")
+    return adapters
 
 
 def _drain(shards: ShardSet) -> None:
