@@ -17,6 +17,7 @@ __all__ = ["BENCHMARKS", "register"]
 # name -> "module:function"; the function takes the parsed args and returns the result dict.
 BENCHMARKS: dict[str, str] = {
     "ledger": "actors.bench_ledger:run_bench",
+    "wallet": "serve.bench_wallet:run_bench",
     "sims": "sims.bench:run_bench",
 }
 

@@ -25,7 +25,7 @@ from actors.shard import NAMESPACE, tune_interpreter
 from core.dialects.base import WireRequest
 from core.dialects.registry import dialect
 
-__all__ = ["MAX_BODY_BYTES", "WalletGateway", "openapi_document"]
+__all__ = ["MAX_BODY_BYTES", "WALLET_DEPLOYMENT_OPTIONS", "WalletGateway", "openapi_document"]
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -45,13 +45,16 @@ def openapi_document(provider_id: str, dialect_name: str, base_path: str) -> dic
     }
 
 
-@serve.deployment(
-    # Measured: Serve's defaults collapse under 64 clients; bounded queues turn overload
-    # into a fast 503 the provider retries, instead of a latency cliff.
-    max_ongoing_requests=256,
-    max_queued_requests=1024,
-    graceful_shutdown_timeout_s=20,
-)
+# Measured: Serve's defaults collapse under 64 clients; explicit, bounded queues turn
+# overload into a fast 503 the provider retries, instead of a latency cliff.
+WALLET_DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "max_ongoing_requests": 256,
+    "max_queued_requests": 1024,
+    "graceful_shutdown_timeout_s": 20,
+}
+
+
+@serve.deployment(**WALLET_DEPLOYMENT_OPTIONS)
 class WalletGateway:
     def __init__(self, providers: dict[str, dict[str, str]]) -> None:
         """``providers``: base path (e.g. ``/wallet/hub88``) -> {provider_id, dialect}."""
@@ -64,7 +67,7 @@ class WalletGateway:
             self._adapters[provider_id] = ray.get_actor(adapter_name(provider_id), namespace=NAMESPACE)
         return self._adapters[provider_id]
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001, max_concurrent_batches=8)
     async def _dispatch(self, items: list[tuple[str, tuple[str, str, dict[str, str], bytes, float]]]) -> list[Any]:
         by_provider: dict[str, list[int]] = {}
         for index, (provider_id, _) in enumerate(items):

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from collections.abc import Sequence
 
 import pytest
 
-import cli.fairness
-from cli.base import CliError, Parser
-from core.errors import RgsError
+from cli.main import main
 
 # Stake's published vectors (copied from shared/vectors/stake.json).
 KENO_SEEDS = [
@@ -29,21 +25,8 @@ FLOAT_SEEDS = [
 FLOATS = [0.418529668823, 0.986164369853, 0.605522957863]
 
 
-def run(argv: Sequence[str]) -> int:
-    """``cli.main.main`` with only the fairness commands registered."""
-    parser = Parser(prog="rgs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-    cli.fairness.register(sub)
-    try:
-        args = parser.parse_args(argv)
-        return int(args.handler(args))
-    except CliError as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except RgsError as exc:
-        print(f"rgs: {exc}", file=sys.stderr)
-        return 2
+# The real entry point: every command module registered, its error handling.
+run = main
 
 
 def test_draw_prints_numbers_in_draw_order(capsys: pytest.CaptureFixture[str]) -> None:

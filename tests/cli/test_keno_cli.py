@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -12,29 +10,14 @@ from typing import Any
 
 import pytest
 
-import cli.keno
-from cli.base import CliError, Parser
-from core.errors import RgsError
+from cli.main import main
 
 VECTORS_FILE = Path(__file__).resolve().parents[1] / "data" / "keno_paytables.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
 
 
-def run(argv: Sequence[str]) -> int:
-    """``cli.main.main`` with only the keno commands registered."""
-    parser = Parser(prog="rgs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-    cli.keno.register(sub)
-    try:
-        args = parser.parse_args(argv)
-        return int(args.handler(args))
-    except CliError as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except RgsError as exc:
-        print(f"rgs: {exc}", file=sys.stderr)
-        return 2
+# The real entry point: every command module registered, its error handling.
+run = main
 
 
 def rounded(value: float) -> Decimal:

@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-import cli.sim
-from cli.base import CliError, Parser
-from core.errors import RgsError
+from cli.main import main
 
 from .conftest import ONE_TICKET_BOOK_FILE, PAYTABLES_FILE, SMALL_BOOK_FILE
 
-
-def run(argv: Sequence[str]) -> int:
-    """What ``cli.main.main`` does, with only the sim commands registered."""
-    parser = Parser(prog="rgs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-    cli.sim.register(sub)
-    try:
-        args = parser.parse_args(argv)
-        return int(args.handler(args))
-    except CliError as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except RgsError as exc:
-        print(f"rgs: {exc}", file=sys.stderr)
-        return 2
+# The real entry point: every command module registered, its error handling.
+run = main
 
 
 def run_json(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
