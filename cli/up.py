@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from actors.shard import SHARD_PREFIX, ShardSet, start_shards
-from cli.base import add_config_flag, load_cli_config
+from cli.base import add_config_flag, fail, load_cli_config
 from core.config import Config
 from storage.database import migrate, resolve_database
 from storage.embedded import EmbeddedPostgres
@@ -45,6 +45,8 @@ def register(sub: Any) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     config = load_cli_config(args, shards=args.shards)
+    if args.demo:
+        _check_port_free(config.http_host, config.http_port)  # before starting anything
     stop_requested = _install_stop_handlers()
     started: list[tuple[str, Any]] = []
     try:
@@ -130,6 +132,21 @@ class _ServeStopper:
         from ray import serve
 
         serve.shutdown()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Serve's proxy only logs a bind failure and keeps going; say it plainly instead."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(
+                f"rgs up: cannot serve HTTP on {host}:{port} ({exc.strerror}); stop what holds it "
+                "or choose another port with RGS_HTTP_PORT=..."
+            )
 
 
 def _start_demo(config: Config, database_url: str, shards: ShardSet) -> list[Any]:
