@@ -16,27 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from cli.base import Parser, add_json_flag, emit_json, fail
+from core import strict_json
 from core.errors import PaytableError
 from core.keno import Paytable, PaytableSet, Published, parse_paytables
 
 __all__ = ["format_rtp_report", "load_paytable_file", "register", "rtp_report"]
-
-
-class _DuplicateKeyError(Exception):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKeyError(key)
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def register(sub: Any) -> None:
@@ -71,15 +55,13 @@ def load_paytable_file(path: str) -> tuple[PaytableSet, dict[int, Published]]:
     except OSError as exc:
         fail(f"{prefix}: cannot read {path}: {exc.strerror or exc}")
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        data = strict_json.loads(text)
     except json.JSONDecodeError as exc:
         fail(
             f"{prefix}: {path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         )
-    except _DuplicateKeyError as exc:
-        fail(
-            f"{prefix}: {path} is not valid JSON for a paytable: duplicate key {json.dumps(exc.args[0])}"
-        )
+    except strict_json.DuplicateKeyError as exc:
+        fail(f"{prefix}: {path} is not valid JSON for a paytable: duplicate key {json.dumps(exc.key)}")
     except (ValueError, RecursionError) as exc:
         fail(f"{prefix}: {path} is not valid JSON: {exc}")
     try:

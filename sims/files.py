@@ -6,30 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core import strict_json
 from core.errors import PaytableError
 from core.keno import PaytableSet, parse_paytables
 from sims import SimulationError
 
 __all__ = ["load_json", "load_paytables", "paytables_from_document"]
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # A duplicated key in a paytable or book silently loses one value in plain json.load;
-    # for money inputs that is a mistake to report, not to guess about.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def load_json(path: str | Path, what: str) -> Any:
@@ -46,15 +28,13 @@ def load_json(path: str | Path, what: str) -> Any:
     except OSError as exc:
         raise SimulationError(f"cannot read {where}: {exc.strerror or exc}") from None
     try:
-        return json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
+        return strict_json.loads(text)
     except json.JSONDecodeError as exc:
         raise SimulationError(
             f"{where} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
-    except _DuplicateKey as exc:
-        raise SimulationError(f"{where}: key {exc.args[0]!r} appears twice") from None
+    except strict_json.DuplicateKeyError as exc:
+        raise SimulationError(f"{where}: key {exc.key!r} appears twice") from None
     except ValueError as exc:
         raise SimulationError(f"{where}: {exc}") from None
 
