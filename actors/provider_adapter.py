@@ -62,7 +62,11 @@ class ProviderAdapter:
         self._sessions = SessionStore(pool)
         self._callbacks = CallbackStore(pool)
         shards, partitions, prefix = self._shard_args
-        self._router = ShardRouter(shard_handles(shards, partitions, prefix=prefix).handles, partitions)
+        # Many concurrent callbacks, each one command at a time: let a few shard requests
+        # overlap instead of queueing every command behind the one in flight.
+        self._router = ShardRouter(
+            shard_handles(shards, partitions, prefix=prefix).handles, partitions, max_in_flight=4
+        )
         self._recorder = asyncio.ensure_future(self._record_forever())
 
     async def ready(self) -> str:
@@ -157,17 +161,31 @@ class ProviderAdapter:
             log.exception("provider %s: callback not recorded", self._settings.provider_id)
 
     async def _record_forever(self) -> None:
+        # Up to three inserts overlap (the pool has four connections): a request's answer
+        # waits for its record, so one slow commit must not hold every later one back.
+        in_flight: set[asyncio.Task[None]] = set()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._records:
+                if len(in_flight) >= 3:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 batch, self._records = self._records[:1000], self._records[1000:]
-                try:
-                    await self._callbacks.record([r for r, _ in batch])
-                    for _, future in batch:
-                        future.set_result(None)
-                except Exception as exc:
-                    for _, future in batch:
-                        future.set_exception(exc)
+                task = asyncio.ensure_future(self._write(batch))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+
+    async def _write(self, batch: list[tuple[CallbackRecord, asyncio.Future[None]]]) -> None:
+        try:
+            await self._callbacks.record([r for r, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
 

@@ -70,7 +70,11 @@ async def _load(
     stop_at = time.perf_counter() + duration
     interval = None if rate is None else concurrency / rate  # per worker, between requests
 
-    async def worker() -> None:
+    async def worker(slot: int) -> None:
+        if interval is not None:
+            # Spread the workers over one interval: paced workers that start together
+            # would fire in bursts of ``concurrency`` and measure their own queue.
+            await asyncio.sleep(interval * slot / concurrency)
         for index in next_pair:
             if time.perf_counter() >= stop_at:
                 return
@@ -86,7 +90,7 @@ async def _load(
                     await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(slot) for slot in range(concurrency)))
     return summarize(latencies, time.perf_counter() - started), outcomes
 
 

@@ -67,7 +67,7 @@ class WalletGateway:
             self._adapters[provider_id] = ray.get_actor(adapter_name(provider_id), namespace=NAMESPACE)
         return self._adapters[provider_id]
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001, max_concurrent_batches=8)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0005, max_concurrent_batches=32)
     async def _dispatch(self, items: list[tuple[str, tuple[str, str, dict[str, str], bytes, float]]]) -> list[Any]:
         by_provider: dict[str, list[int]] = {}
         for index, (provider_id, _) in enumerate(items):
