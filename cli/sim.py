@@ -128,6 +128,9 @@ def register(sub: Any) -> None:
     capacity.add_argument("--shards", type=_count, default=None, help="fix the account shards")
     capacity.add_argument("--window", type=_positive_float, default=None,
                           help="simulated seconds (default from the service-times file: 60)")
+    capacity.add_argument("--no-settlement", action="store_true",
+                          help="no round-end Keno credits; wins arrive as wallet requests "
+                               "(like `rgs bench wallet`)")
     capacity.add_argument("--sweep", action="store_true", help="also sweep load as Ray tasks")
     capacity.add_argument("--workers", type=_non_negative_int, default=None,
                           help="sweep tasks at once (default: the cluster's CPUs; 0 = in process)")
@@ -345,6 +348,8 @@ def _run_capacity(args: argparse.Namespace) -> int:
         if args.window <= config.workload.warmup_seconds:
             fail(f"rgs sim capacity: --window must exceed the {config.workload.warmup_seconds:g} s warm-up")
         config = replace(config, workload=replace(config.workload, window_seconds=args.window))
+    if args.no_settlement:
+        config = replace(config, workload=replace(config.workload, settlement=False))
     report = plan_capacity(
         players=args.players, bets_per_minute=args.bets_per_minute, tables=args.tables,
         config=config, target_p99_ms=args.target_p99_ms, replicas=args.replicas,
@@ -379,12 +384,16 @@ def _format_capacity(data: dict[str, Any]) -> str:
         f"{'meets' if rec['feasible'] else 'MISSES'} p99 {rec['target_p99_ms']:g} ms with "
         f"{rec['replicas']} Serve replicas, {rec['shards']} account shards, {inputs['tables']} "
         f"tables: {rec['nodes']} nodes of {rec['cores_per_node']} cores ({rec['reason']})",
-        f"bet latency ms: p50 {lat['p50']:.1f}, p99 {lat['p99']:.1f}, p99.9 {lat['p999']:.1f}, "
+        f"{ev['requests_per_s_window']:,.0f} wallet requests/s"
+        f"{'' if ev['settlement'] else ' (bets and wins; no round-end settlement)'} through "
+        f"{ev['providers']} provider adapter(s), {ev['adapter_calls_per_s']:,.0f} adapter calls/s",
+        f"request latency ms: p50 {lat['p50']:.1f}, p99 {lat['p99']:.1f}, p99.9 {lat['p999']:.1f}, "
         f"max {lat['max']:.1f}",
         "p99 per stage ms: " + ", ".join(f"{k} {v:.1f}" for k, v in ev["stage_p99_ms"].items()),
-        f"utilization: replicas max {util['replica_max']:.0%}, shards max {util['shard_max']:.0%}, "
+        f"utilization: replicas max {util['replica_max']:.0%}, adapter max "
+        f"{util['adapter_max']:.0%}, shards max {util['shard_max']:.0%}, "
         f"database {util['db']:.0%}; {ev['commits_per_s']:,.0f} commits/s of "
-        f"{ev['mean_group_size']:.1f} entries",
+        f"{ev['mean_group_size']:.1f} entries, {ev['record_writes_per_s']:,.0f} record writes/s",
         f"worst shard: #{worst_shard['shard']} p99 {worst_shard['p99_ms']:.1f} ms at "
         f"{worst_shard['utilization']:.0%}; worst replica: #{worst_replica['replica']} queue+service "
         f"p99 {worst_replica['p99_ms']:.1f} ms at {worst_replica['utilization']:.0%} (all in --json)",

@@ -117,9 +117,10 @@ def plan_capacity(
     s, w, d = config.service, config.workload, config.deployment
     window_rate = mean_window_rate(players * bets_per_minute / 60.0, w)
     command_rate = window_rate * (1.0 + w.win_fraction)
+    request_rate = window_rate if w.settlement else command_rate
     # Start where the mean utilisation would be 70%: below that the target cannot be met.
     r = replicas or min(d.max_replicas, max(1, math.ceil(
-        window_rate * s.serve_request.mean_ms / 1000 / _TARGET_UTILIZATION)))
+        request_rate * s.serve_request.mean_ms / 1000 / _TARGET_UTILIZATION)))
     k = shards or min(d.max_shards, max(1, math.ceil(
         command_rate * s.command.mean_ms / 1000 / _TARGET_UTILIZATION)))
     search: list[dict[str, Any]] = []
@@ -144,6 +145,11 @@ def plan_capacity(
         if result["utilization"]["db"] >= 0.95 or command_rate > 0.95 * s.db_capacity_per_s():
             reason = (f"database-bound: ~{command_rate:,.0f} commands/s against a commit capacity of "
                       f"~{s.db_capacity_per_s():,.0f}/s with full groups")
+            break
+        if result["utilization"]["adapter_max"] >= 0.95 or stages["adapter"] >= target_p99_ms:
+            reason = (f"adapter-bound: one ProviderAdapter actor per provider ({s.providers}) and "
+                      f"~{request_rate / s.providers:,.0f} requests/s each at "
+                      f"{s.adapter_request.mean_ms:g} ms of adapter CPU; replicas and shards cannot help")
             break
         replica_heavy = stages["replica"] >= stages["coalesce_and_shard"] + stages["group_commit"]
         can_r = replicas is None and r < d.max_replicas

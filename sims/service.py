@@ -68,6 +68,17 @@ class ServiceTimes:
     flush_ms: float
     max_group: int
     coalesce_ms: float
+    # The provider-adapter stage (actors/provider_adapter.py, serve/wallet.py).
+    adapter_request: Duration
+    router_call: Duration
+    record_fixed_ms: float
+    record_per_record_ms: float
+    record_cv: float
+    record_writes_in_flight: int
+    record_batch_max: int
+    serve_batch_wait_ms: float
+    serve_batch_max: int
+    providers: int
 
     def db_capacity_per_s(self) -> float:
         """Most commands per second the database commits, with full groups."""
@@ -87,6 +98,10 @@ class Workload:
     win_fraction: float
     window_seconds: float
     warmup_seconds: float
+    #: True: the Keno round scheduler credits each round's winners at its end. False: no
+    #: round-end credits; each win arrives instead as its own wallet request (a seamless-
+    #: wallet provider's win callback, as ``rgs bench wallet`` sends it).
+    settlement: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,13 @@ def _number(section: Mapping[str, Any], key: str, where: str, *, low: float = 0.
     return float(value)
 
 
+def _flag(section: Mapping[str, Any], key: str, where: str) -> bool:
+    value = section.get(key)
+    if not isinstance(value, bool):
+        raise SimulationError(f"{where}.{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _duration(section: Mapping[str, Any], key: str, where: str) -> Duration:
     item = section[key]
     return Duration(_number(item, "mean", f"{where}.{key}"),
@@ -178,7 +200,7 @@ def load_config(path: str | Path | None = None) -> CapacityConfig:
         sources.append(f"overrides: {path}")
     s, w, d = merged["service"], merged["workload"], merged["deployment"]
     at = "service"
-    commit = s["db_commit_ms"]
+    commit, record, adapter = s["db_commit_ms"], s["record_commit_ms"], s["adapter"]
     service = ServiceTimes(
         serve_request=_duration(s, "serve_request_ms", at),
         actor_call=_duration(s, "actor_call_ms", at),
@@ -194,6 +216,20 @@ def load_config(path: str | Path | None = None) -> CapacityConfig:
                               high=100_000)),
         coalesce_ms=_number(s["group_commit"], "call_coalesce_ms", f"{at}.group_commit",
                             low=0.01, high=10_000.0),
+        adapter_request=_duration(s, "adapter_request_ms", at),
+        router_call=_duration(s, "router_call_ms", at),
+        record_fixed_ms=_number(record, "fixed", f"{at}.record_commit_ms"),
+        record_per_record_ms=_number(record, "per_record", f"{at}.record_commit_ms"),
+        record_cv=_number(record, "cv", f"{at}.record_commit_ms", high=10.0),
+        record_writes_in_flight=int(_number(adapter, "record_writes_in_flight", f"{at}.adapter",
+                                            low=1, high=1024)),
+        record_batch_max=int(_number(adapter, "record_batch_max", f"{at}.adapter", low=1,
+                                     high=1_000_000)),
+        serve_batch_wait_ms=_number(adapter, "serve_batch_wait_ms", f"{at}.adapter", low=0.01,
+                                    high=10_000.0),
+        serve_batch_max=int(_number(adapter, "serve_batch_max", f"{at}.adapter", low=1,
+                                    high=100_000)),
+        providers=int(_number(adapter, "providers", f"{at}.adapter", low=1, high=10_000)),
     )
     at = "workload"
     workload = Workload(
@@ -207,6 +243,7 @@ def load_config(path: str | Path | None = None) -> CapacityConfig:
         win_fraction=_number(w, "win_fraction", at, high=1.0),
         window_seconds=_number(w, "window_seconds", at, low=1.0, high=86_400.0),
         warmup_seconds=_number(w, "warmup_seconds", at, high=86_400.0),
+        settlement=_flag(w, "settlement", at),
     )
     if workload.close_seconds >= workload.round_seconds:
         raise SimulationError("workload: close_seconds must be shorter than round_seconds")

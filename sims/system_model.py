@@ -1,25 +1,36 @@
 """A discrete-event model of the running system, from bet arrival to journal commit.
 
-The path of a bet (DESIGN.md, Actors):
+The path of a wallet request (DESIGN.md, Actors; serve/wallet.py, actors/provider_adapter.py):
 
 1. **Serve replica** (FIFO, one CPU): parse, validate, respond. Requests are routed to a
    replica at random (Serve's power-of-two-choices does better: this errs pessimistic).
-2. **Caller coalescing**: a replica sends a shard one actor call per ``coalesce_ms``
-   window carrying every command it has for that shard; then one hop.
-3. **Account shard** (FIFO, one CPU): per call ``actor_call`` + per command ``command``.
+2. **Serve batch → provider adapter**: each replica gathers its requests for a provider
+   over ``serve_batch_wait_ms`` windows (at most ``serve_batch_max`` each) into one Ray
+   call to that provider's single ``ProviderAdapter`` actor (FIFO, one CPU): per call
+   ``actor_call`` (a measured round trip), per request ``adapter_request`` (signature,
+   parse, session, render; all charged before the shard call).
+3. **Account shard** (FIFO, one CPU): the adapter's router sends each command as a
+   request of its own (an idle router sends at once; its in-flight limit is not
+   modelled): ``hop`` + ``router_call`` + ``command``.
 4. **Group commit**: a shard's processed entries wait until ``flush_ms`` after the
    oldest or ``max_group`` entries, and never while its previous commit is in flight;
    the transaction queues at **PostgreSQL** (``db_connections`` servers, FIFO) and takes
-   ``fixed + per_command × entries``. Journal before ack: the bet is answered when its
-   transaction commits, plus the hop back.
+   ``fixed + per_command × entries``.
+5. **Callback record**: a hop after its commit the adapter queues the request's record;
+   its recorder writes every pending record in one INSERT (``record_commit_ms``: fixed +
+   per record, at the same database), ``record_writes_in_flight`` at a time.
+6. The adapter answers a whole Serve batch when its last request is recorded
+   (``asyncio.gather``); that answer is the request's latency.
 
-Settlement: at each round's end every table's scheduler computes its winners one by one
-(``settlement_ms_per_ticket``) and sends the credits through steps 2-4 as another caller.
+Settlement (``workload.settlement``, default on): at each round's end every table's
+scheduler computes its winners one by one (``settlement_ms_per_ticket``) and sends the
+credits, coalesced per ``call_coalesce_ms`` window, to the shards (steps 3-4, ``actor_call``
+per call). Off: no round-end credits; each win is a wallet request of its own (steps 1-6).
 
 FIFO single servers are solved in closed form, vectorised (``D_n = max(A_n, D_{n-1}) +
 S_n`` is ``C_n + max_{k<=n}(A_k − C_{k-1})`` with ``C`` the cumulative service), so only
-the group commits, coupled across shards through the shared database, run in an event
-loop: thousands of events per simulated second, not one per bet.
+the group commits and record writes, coupled through the shared database, run in an
+event loop: thousands of events per simulated second, not one per bet.
 
 ``stable`` means every resource's utilisation over the window stays below 95%; a stable
 system can still queue deeply in the busiest seconds, which is what the p99 shows.
@@ -28,6 +39,7 @@ system can still queue deeply in the busiest seconds, which is what the p99 show
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -38,7 +50,7 @@ import numpy.typing as npt
 
 from sims import SimulationError
 from sims.runner import seed_sequence
-from sims.service import CapacityConfig
+from sims.service import CapacityConfig, ServiceTimes
 from sims.workload import arrival_times
 
 __all__ = ["Scenario", "fifo_departures", "simulate_system"]
@@ -101,6 +113,48 @@ def _coalesce(ready: Floats, callers: Ints, shards: Ints, window: float, n_calle
     return call_of.ravel().astype(np.int64), dispatch
 
 
+def _running_within(group: Ints, costs: Floats) -> Floats:
+    """Cumulative ``costs`` within each run of equal ``group`` values (``group`` sorted)."""
+    if group.size == 0:
+        return np.zeros(0)
+    running = np.cumsum(costs)
+    first = np.r_[True, group[1:] != group[:-1]]
+    base = np.maximum.accumulate(np.where(first, running - costs, 0.0))
+    result: Floats = running - base
+    return result
+
+
+def _fifo_by(keys: Ints, count: int, arrivals: Floats, costs: Floats) -> tuple[Floats, Floats]:
+    """FIFO single server per key: each job's departure and each server's busy time."""
+    done = np.empty(arrivals.shape[0])
+    busy = np.zeros(count)
+    order = np.lexsort((arrivals, keys))
+    for key, (lo, hi) in enumerate(_segments(keys[order], count)):
+        rows = order[lo:hi]
+        done[rows] = fifo_departures(arrivals[rows], costs[rows])
+        busy[key] = costs[rows].sum()
+    return done, busy
+
+
+def _serve_batches(ready: Floats, replicas: Ints, providers: Ints, n_replicas: int,
+                   s: ServiceTimes) -> tuple[Ints, Floats, Ints]:
+    """``serve.batch`` in each replica: one adapter call per (replica, provider, wait window),
+    at most ``serve_batch_max`` requests each. Returns each request's batch, each batch's
+    dispatch time and provider."""
+    window_of, window_dispatch = _coalesce(ready, replicas, providers, s.serve_batch_wait_ms / 1000.0,
+                                           n_replicas)
+    order = np.argsort(window_of, kind="stable")
+    rank = (_running_within(window_of[order], np.ones(order.shape[0])) - 1).astype(np.int64)
+    split = np.empty_like(window_of)
+    split[order] = window_of[order] * (ready.shape[0] + 1) + rank // s.serve_batch_max
+    unique, batch_of = np.unique(split, return_inverse=True)
+    batch_of = batch_of.ravel().astype(np.int64)
+    dispatch: Floats = window_dispatch[unique // (ready.shape[0] + 1)]
+    batch_provider = np.zeros(unique.shape[0], dtype=np.int64)
+    batch_provider[batch_of] = providers
+    return batch_of, dispatch, batch_provider
+
+
 def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any]:
     """Simulate the window of ``config.workload`` for one deployment; JSON-ready figures."""
     scenario.check()
@@ -108,112 +162,148 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
     s, w = config.service, config.workload
     rng = np.random.Generator(np.random.PCG64(seed_sequence(scenario.seed, _ARRIVALS_STREAM)))
     noise = np.random.Generator(np.random.PCG64(seed_sequence(scenario.seed, _SERVICE_STREAM)))
-    arrivals = arrival_times(rng, scenario.players * scenario.bets_per_minute / 60.0, w)
-    bets = arrivals.shape[0]
+    bet_rate = scenario.players * scenario.bets_per_minute / 60.0
+    bet_arrivals = arrival_times(rng, bet_rate, w)
+    bets = bet_arrivals.shape[0]
     if bets == 0:
         raise SimulationError("capacity model: no bet arrives in the window; raise the load")
-    if bets > 20_000_000:
+    if bets * (1.0 + w.win_fraction) > 20_000_000:
         raise SimulationError(f"capacity model: {bets} bets in the window is too many; shorten it")
-    players = _uniform_ints(rng, scenario.players, bets)
+    bet_players = _uniform_ints(rng, scenario.players, bets)
     tables = _uniform_ints(rng, scenario.tables, bets)
-    wins = rng.random(bets) < w.win_fraction
-    replicas = _uniform_ints(noise, scenario.replicas, bets)
+    wins: npt.NDArray[np.bool_] = np.asarray(rng.random(bets) < w.win_fraction)
+    if w.settlement:
+        arrivals, players = bet_arrivals, bet_players
+    else:
+        # No round-end credits: wins come as wallet requests of their own (same shape, a
+        # Poisson stream at the winning rate), through the same path as bets.
+        win_arrivals = arrival_times(rng, bet_rate * w.win_fraction, w)
+        arrivals = np.concatenate([bet_arrivals, win_arrivals])
+        players = np.concatenate([bet_players, _uniform_ints(rng, scenario.players, win_arrivals.shape[0])])
+        by_time = np.argsort(arrivals, kind="stable")
+        arrivals, players = arrivals[by_time], players[by_time]
+        wins = np.zeros(bets, dtype=bool)
+    requests = arrivals.shape[0]
+    replicas = _uniform_ints(noise, scenario.replicas, requests)
+    providers = _uniform_ints(noise, s.providers, requests)
 
     # 1. Serve replicas.
-    serve_time = s.serve_request.sample(noise, bets)
-    replica_done = np.empty(bets)
-    by_replica = np.argsort(replicas, kind="stable")
-    replica_busy = np.zeros(scenario.replicas)
-    for r, (lo, hi) in enumerate(_segments(replicas[by_replica], scenario.replicas)):
-        rows = by_replica[lo:hi]
-        replica_done[rows] = fifo_departures(arrivals[rows], serve_time[rows])
-        replica_busy[r] = serve_time[rows].sum()
+    serve_time = s.serve_request.sample(noise, requests)
+    replica_done, replica_busy = _fifo_by(replicas, scenario.replicas, arrivals, serve_time)
+
+    # 2. Serve batches, one adapter call each; the provider's adapter is a FIFO CPU: per call
+    #    ``actor_call`` (the measured round trip of a Ray call), per request ``adapter_request``.
+    batch_of, batch_dispatch, batch_provider = _serve_batches(
+        replica_done, replicas, providers, scenario.replicas, s)
+    batches = batch_dispatch.shape[0]
+    request_cpu = s.adapter_request.sample(noise, requests)
+    call_overhead = s.actor_call.sample(noise, batches)
+    batch_cost = call_overhead + np.bincount(batch_of, request_cpu, batches)
+    batch_done, adapter_busy = _fifo_by(batch_provider, s.providers, batch_dispatch, batch_cost)
+    in_batch = np.argsort(batch_of, kind="stable")
+    adapter_done = np.empty(requests)
+    adapter_done[in_batch] = ((batch_done - batch_cost + call_overhead)[batch_of[in_batch]]
+                              + _running_within(batch_of[in_batch], request_cpu[in_batch]))
 
     # Settlement credits: winners of each (round, table), computed one by one from round end.
     open_seconds = w.round_seconds - w.close_seconds
-    rounds = np.floor(arrivals / w.round_seconds).astype(np.int64)
-    winners = np.flatnonzero(wins & (arrivals - rounds * w.round_seconds < open_seconds))
+    rounds = np.floor(bet_arrivals / w.round_seconds).astype(np.int64)
+    winners = np.flatnonzero(wins & (bet_arrivals - rounds * w.round_seconds < open_seconds))
     group = rounds[winners] * scenario.tables + tables[winners]
     order = np.argsort(group, kind="stable")
     winners, group = winners[order], group[order]
-    costs = s.settlement_per_ticket.sample(noise, winners.shape[0])
-    running = np.cumsum(costs)
-    first = np.r_[True, group[1:] != group[:-1]] if group.size else np.zeros(0, bool)
-    base = np.maximum.accumulate(np.where(first, running - costs, 0.0)) if group.size else running
     settle_start: Floats = ((rounds[winners] + 1) * w.round_seconds).astype(np.float64)
-    credit_ready = settle_start + running - base
+    credit_ready = settle_start + _running_within(group, s.settlement_per_ticket.sample(noise, winners.shape[0]))
+    credits = winners.shape[0]
 
-    # 2-3. Commands (bets, then credits) coalesced into calls, FIFO at each shard.
-    ready = np.concatenate([replica_done, credit_ready])
-    callers = np.concatenate([replicas, scenario.replicas + tables[winners]]).astype(np.int64)
-    owner = np.concatenate([players, players[winners]]) % scenario.shards
-    commands = ready.shape[0]
-    call_of, dispatch = _coalesce(ready, callers, owner, s.coalesce_ms / 1000.0,
-                                  scenario.replicas + scenario.tables)
-    calls = dispatch.shape[0]
-    command_cost = s.command.sample(noise, commands)
-    call_cost = s.actor_call.sample(noise, calls) + np.bincount(call_of, command_cost, calls)
+    # 3. Account shards (FIFO). Each request's command goes from its adapter's router as a
+    #    request of its own (an idle router sends at once); credits are coalesced per table.
+    credit_shard = bet_players[winners] % scenario.shards
+    credit_call_of, credit_dispatch = _coalesce(credit_ready, tables[winners].astype(np.int64), credit_shard,
+                                                s.coalesce_ms / 1000.0, scenario.tables)
+    owner = np.concatenate([players % scenario.shards, credit_shard])
+    call_of = np.concatenate([np.arange(requests), requests + credit_call_of])
+    calls = requests + credit_dispatch.shape[0]
+    command_cost = s.command.sample(noise, requests + credits)
+    call_cost = np.concatenate([s.router_call.sample(noise, requests),
+                                s.actor_call.sample(noise, calls - requests)])
+    call_cost += np.bincount(call_of, command_cost, calls)
     call_shard = np.zeros(calls, dtype=np.int64)
     call_shard[call_of] = owner
-    call_arrival = dispatch + s.hop.sample(noise, calls)
-    call_order = np.lexsort((call_arrival, call_shard))
-    call_done = np.empty(calls)
-    shard_busy = np.zeros(scenario.shards)
-    for shard, (lo, hi) in enumerate(_segments(call_shard[call_order], scenario.shards)):
-        rows = call_order[lo:hi]
-        call_done[rows] = fifo_departures(call_arrival[rows], call_cost[rows])
-        shard_busy[shard] = call_cost[rows].sum()
+    call_arrival = np.concatenate([adapter_done, credit_dispatch]) + s.hop.sample(noise, calls)
+    call_done, shard_busy = _fifo_by(call_shard, scenario.shards, call_arrival, call_cost)
 
-    # 4. Group commit against the shared database: an event loop over transactions.
+    # 4-5. Group commits and the adapters' callback records against the shared database.
     entry_ready = call_done[call_of]
-    ack = _group_commits(entry_ready, owner, scenario.shards, config, noise)
-    stats = ack.pop("stats")
-    done = ack.pop("done")
+    record_lane = np.concatenate([providers, np.full(credits, -1, dtype=np.int64)])
+    ack = _group_commits(entry_ready, owner, record_lane, scenario.shards, config, noise)
+    stats = ack["stats"]
+    commit_done, record_done = ack["done"], ack["record_done"]
+
+    # 6. The adapter answers a batch when all its requests are recorded (``gather``).
+    batch_end = np.full(batches, -np.inf)
+    np.maximum.at(batch_end, batch_of, record_done[:requests])
+    answered = batch_end[batch_of]
 
     # Figures over what arrived after warm-up.
     measured = arrivals >= w.warmup_seconds
-    latency = (done[:bets] + s.hop.mean_ms / 1000.0 - arrivals)[measured] * 1000.0
+
+    def stage(after: Floats, before: Floats) -> float:
+        return _percentiles((after - before)[measured] * 1000.0)["p99"]
+
+    latency = (answered - arrivals)[measured] * 1000.0
     replica_stage = (replica_done - arrivals)[measured] * 1000.0
-    to_shard = (entry_ready[:bets] - replica_done)[measured] * 1000.0
-    commit = (done[:bets] - entry_ready[:bets])[measured] * 1000.0
-    settlement = _settlement_ms(done[bets:], group, settle_start, w.warmup_seconds, w.window_seconds)
+    settlement = _settlement_ms(commit_done[requests:], group, settle_start, w.warmup_seconds,
+                                w.window_seconds)
     window = w.window_seconds
     replica_util = replica_busy / window
+    adapter_util = adapter_busy / window
     shard_util = shard_busy / window
     db_util = stats["db_busy"] / (window * s.db_connections)
-    per_shard_latency = _p99_by(latency, owner[:bets][measured], scenario.shards)
+    per_shard_latency = _p99_by(latency, owner[:requests][measured], scenario.shards)
     per_replica_latency = _p99_by(replica_stage, replicas[measured], scenario.replicas)
-    per_second = np.bincount(np.floor(arrivals).astype(np.int64))
+    per_second = np.bincount(np.floor(bet_arrivals).astype(np.int64))
     return {
         "players": scenario.players,
         "bets_per_minute": scenario.bets_per_minute,
         "tables": scenario.tables,
         "replicas": scenario.replicas,
         "shards": scenario.shards,
+        "providers": s.providers,
+        "settlement": w.settlement,
         "window_s": window,
         "bets": int(bets),
-        "bets_per_s_daily_mean": scenario.players * scenario.bets_per_minute / 60.0,
+        "requests": int(requests),
+        "bets_per_s_daily_mean": bet_rate,
         "bets_per_s_window": bets / window,
+        "requests_per_s_window": requests / window,
         "bets_per_s_peak_second": int(per_second.max()),
-        "credits": int(winners.shape[0]),
+        "credits": int(credits),
+        "adapter_calls_per_s": batches / window,
         "calls_per_s": calls / window,
         "commits_per_s": stats["commits"] / window,
-        "mean_group_size": commands / max(1, stats["commits"]),
+        "record_writes_per_s": stats["record_writes"] / window,
+        "mean_group_size": (requests + credits) / max(1, stats["commits"]),
         "latency_ms": _percentiles(latency),
         "stage_p99_ms": {
             "replica": _percentiles(replica_stage)["p99"],
-            "coalesce_and_shard": _percentiles(to_shard)["p99"],
-            "group_commit": _percentiles(commit)["p99"],
+            "adapter": stage(adapter_done, replica_done),
+            "coalesce_and_shard": stage(entry_ready[:requests], adapter_done),
+            "group_commit": stage(commit_done[:requests], entry_ready[:requests]),
+            "callback_record": stage(record_done[:requests], commit_done[:requests]),
+            "batch_gather": stage(answered, record_done[:requests]),
         },
         "settlement_ms": settlement,
         "utilization": {
             "replica_max": float(replica_util.max()),
             "replica_mean": float(replica_util.mean()),
+            "adapter_max": float(adapter_util.max()),
             "shard_max": float(shard_util.max()),
             "shard_mean": float(shard_util.mean()),
             "db": float(db_util),
         },
-        "stable": bool(max(replica_util.max(), shard_util.max(), db_util) < _STABLE_UTILIZATION),
+        "stable": bool(max(replica_util.max(), adapter_util.max(), shard_util.max(), db_util)
+                       < _STABLE_UTILIZATION),
         "per_shard": [
             {"shard": i, "utilization": float(shard_util[i]), "p99_ms": per_shard_latency[i]}
             for i in range(scenario.shards)
@@ -227,19 +317,28 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
 
 
 def _group_commits(
-    ready: Floats, owner: Ints, shards: int, config: CapacityConfig, noise: np.random.Generator
+    ready: Floats, owner: Ints, record_lane: Ints, shards: int, config: CapacityConfig,
+    noise: np.random.Generator,
 ) -> dict[str, Any]:
+    """One event loop for everything that queues at the database: each shard's group commits
+    (one in flight per shard) and each adapter's callback-record writes (entries with
+    ``record_lane`` >= 0: a hop after its commit the record is pending; the adapter writes
+    every pending record, up to ``record_batch_max``, in one INSERT, with at most
+    ``record_writes_in_flight`` INSERTs out)."""
     s = config.service
     flush = s.flush_ms / 1000.0
     limit = s.max_group
+    hop = s.hop.mean_ms / 1000.0
     order = np.lexsort((ready, owner))
     sorted_ready = ready[order]
     segments = _segments(owner[order], shards)
     # Unit-mean lognormal factors for commit times, drawn up front in a fixed order.
-    sigma2 = math.log1p(s.db_cv * s.db_cv)
-    factors = np.asarray(noise.lognormal(-sigma2 / 2, math.sqrt(sigma2), size=ready.shape[0])).tolist()
+    factors = _unit_lognormal(noise, s.db_cv, ready.shape[0])
+    record_factors = _unit_lognormal(noise, s.record_cv, ready.shape[0])
     times = sorted_ready.tolist()
     done_sorted = np.empty(ready.shape[0])
+    record_done = np.full(ready.shape[0], np.nan)
+    lanes = order_lanes = record_lane[order]
 
     def next_group(start: int, stop: int, previous_done: float) -> tuple[float, int]:
         last_needed = start + limit - 1
@@ -248,31 +347,77 @@ def _group_commits(
         end = int(np.searchsorted(sorted_ready[start:stop], close, side="right")) + start
         return close, min(end, start + limit)
 
-    queue: list[tuple[float, int, int, int]] = []
+    # Events: (time, sequence, kind, lane, payload). kind 0: a shard submits a group
+    # (payload (lo, hi) into ``order``); 1: records become pending (payload: entry rows);
+    # 2: a recorder retries once one of its INSERTs finished.
+    sequence = itertools.count()
+    queue: list[tuple[float, int, int, int, Any]] = []
     for shard, (lo, hi) in enumerate(segments):
         if hi > lo:
             close, end = next_group(lo, hi, -math.inf)
-            queue.append((close, shard, lo, end))
+            queue.append((close, next(sequence), 0, shard, (lo, end)))
     heapq.heapify(queue)
     servers = [0.0] * s.db_connections
+    pending: dict[int, list[Ints]] = {}
+    writing: dict[int, list[float]] = {}
     busy = 0.0
-    commits = 0
-    while queue:
-        submitted, shard, lo, hi = heapq.heappop(queue)
+    commits = writes = 0
+
+    def database(now: float, cost_ms: float) -> float:
+        nonlocal busy
         free = heapq.heappop(servers)
-        begin = max(submitted, free)
-        finish = begin + (s.db_fixed_ms + s.db_per_command_ms * (hi - lo)) / 1000.0 * factors[commits]
+        begin = max(now, free)
+        finish = begin + cost_ms / 1000.0
         heapq.heappush(servers, finish)
         busy += finish - begin
-        commits += 1
-        done_sorted[lo:hi] = finish
-        stop = segments[shard][1]
-        if hi < stop:
-            close, end = next_group(hi, stop, finish)
-            heapq.heappush(queue, (close, shard, hi, end))
+        return finish
+
+    def write_records(lane: int, now: float) -> None:
+        nonlocal writes
+        out = writing.setdefault(lane, [])
+        out[:] = [t for t in out if t > now]
+        waiting = pending.get(lane, [])
+        while waiting and len(out) < s.record_writes_in_flight:
+            rows = np.concatenate(waiting)
+            batch, rest = rows[:s.record_batch_max], rows[s.record_batch_max:]
+            waiting[:] = [rest] if rest.size else []
+            cost = (s.record_fixed_ms + s.record_per_record_ms * batch.size) * record_factors[writes]
+            finish = database(now, cost)
+            writes += 1
+            record_done[batch] = finish
+            out.append(finish)
+        if waiting:
+            heapq.heappush(queue, (min(out), next(sequence), 2, lane, None))
+
+    while queue:
+        now, _, kind, lane, payload = heapq.heappop(queue)
+        if kind == 0:
+            lo, hi = payload
+            finish = database(now, (s.db_fixed_ms + s.db_per_command_ms * (hi - lo)) * factors[commits])
+            commits += 1
+            done_sorted[lo:hi] = finish
+            for provider in np.unique(order_lanes[lo:hi]):
+                if provider >= 0:
+                    rows = order[lo:hi][lanes[lo:hi] == provider]
+                    heapq.heappush(queue, (finish + hop, next(sequence), 1, int(provider), rows))
+            stop = segments[lane][1]
+            if hi < stop:
+                close, end = next_group(hi, stop, finish)
+                heapq.heappush(queue, (close, next(sequence), 0, lane, (hi, end)))
+        elif kind == 1:
+            pending.setdefault(lane, []).append(payload)
+            write_records(lane, now)
+        else:
+            write_records(lane, now)
     done = np.empty(ready.shape[0])
     done[order] = done_sorted
-    return {"done": done, "stats": {"db_busy": busy, "commits": commits}}
+    return {"done": done, "record_done": record_done,
+            "stats": {"db_busy": busy, "commits": commits, "record_writes": writes}}
+
+
+def _unit_lognormal(noise: np.random.Generator, cv: float, count: int) -> list[float]:
+    sigma2 = math.log1p(cv * cv)
+    return list(np.asarray(noise.lognormal(-sigma2 / 2, math.sqrt(sigma2), size=count)).tolist())
 
 
 def _percentiles(values_ms: Floats) -> dict[str, float]:

@@ -54,8 +54,10 @@ def test_a_light_load_is_fast_and_a_heavier_one_needs_more(config: CapacityConfi
     assert 0 < light["utilization"]["replica_max"] < 0.5 and 0 < light["utilization"]["db"] < 0.5
     assert light["credits"] > 0 and light["settlement_ms"]["rounds_measured"] > 0
     assert len(light["per_shard"]) == 1 and len(light["per_replica"]) == 1
-    squeezed = simulate_system(Scenario(12_000, 6, 2, replicas=1, shards=1, seed=1), config)
-    roomy = simulate_system(Scenario(12_000, 6, 2, replicas=4, shards=4, seed=1), config)
+    # Four providers: one adapter each, so the Serve replicas and shards are what saturates.
+    spread = replace(config, service=replace(config.service, providers=4))
+    squeezed = simulate_system(Scenario(12_000, 6, 2, replicas=1, shards=1, seed=1), spread)
+    roomy = simulate_system(Scenario(12_000, 6, 2, replicas=4, shards=4, seed=1), spread)
     assert squeezed["latency_ms"]["p99"] > roomy["latency_ms"]["p99"]
     assert squeezed["utilization"]["replica_max"] > roomy["utilization"]["replica_max"]
     # Deterministic for a seed.
@@ -78,6 +80,7 @@ def test_plan_finds_small_counts_and_reports_a_database_bound(config: CapacityCo
 
 
 def test_plan_grows_counts_until_the_target_is_met(config: CapacityConfig) -> None:
+    config = replace(config, service=replace(config.service, providers=4))  # adapters keep up
     report = plan_capacity(players=6_000, bets_per_minute=6, tables=2, config=config,
                            target_p99_ms=150, shards=2)
     rec = report.recommendation
@@ -131,3 +134,48 @@ def test_bad_scenarios(config: CapacityConfig) -> None:
         simulate_system(Scenario(100, 6, 1, replicas=1, shards=0), config)
     with pytest.raises(SimulationError, match="target"):
         plan_capacity(players=10, bets_per_minute=1, tables=1, config=config, target_p99_ms=0)
+
+
+def test_adapter_service_time_drives_latency(config: CapacityConfig) -> None:
+    scenario = Scenario(3_000, 6, 2, replicas=1, shards=1, seed=3)
+    quick = simulate_system(scenario, config)
+    slow_config = replace(config, service=replace(
+        config.service, adapter_request=replace(config.service.adapter_request, mean_ms=2.0)))
+    slow = simulate_system(scenario, slow_config)
+    assert slow["latency_ms"]["p50"] > quick["latency_ms"]["p50"]
+    assert slow["stage_p99_ms"]["adapter"] > quick["stage_p99_ms"]["adapter"]
+    assert slow["utilization"]["adapter_max"] > quick["utilization"]["adapter_max"] > 0
+    # Every request is recorded before its answer: the record stage and its writes exist.
+    assert quick["record_writes_per_s"] > 0 and quick["stage_p99_ms"]["callback_record"] > 0
+
+
+def test_a_saturated_adapter_is_reported(config: CapacityConfig) -> None:
+    slow = replace(config, service=replace(
+        config.service, adapter_request=replace(config.service.adapter_request, mean_ms=20.0)))
+    report = plan_capacity(players=3_000, bets_per_minute=6, tables=2, config=slow,
+                           target_p99_ms=100).to_json()
+    assert not report["recommendation"]["feasible"]
+    assert "adapter-bound" in report["recommendation"]["reason"]
+
+
+def test_settlement_off_removes_round_end_credits(config: CapacityConfig) -> None:
+    scenario = Scenario(1_000, 6, 2, replicas=1, shards=1, seed=2)
+    keno = simulate_system(scenario, config)
+    wallet = simulate_system(scenario, replace(config, workload=replace(config.workload,
+                                                                        settlement=False)))
+    assert keno["credits"] > 0 and keno["settlement_ms"]["rounds_measured"] > 0
+    assert wallet["credits"] == 0 and wallet["settlement_ms"]["rounds_measured"] == 0
+    assert keno["requests"] == keno["bets"]
+    # Wins arrive as wallet requests instead: bets plus about win_fraction more.
+    expected = wallet["bets"] * (1 + config.workload.win_fraction)
+    assert wallet["requests"] == pytest.approx(expected, rel=0.1)
+
+
+def test_settlement_flag_is_validated(tmp_path: Path) -> None:
+    good = tmp_path / "off.json"
+    good.write_text(json.dumps({"workload": {"settlement": False}}))
+    assert load_config(good).workload.settlement is False
+    assert load_config().workload.settlement is True
+    good.write_text(json.dumps({"workload": {"settlement": "no"}}))
+    with pytest.raises(SimulationError, match=r"settlement"):
+        load_config(good)
