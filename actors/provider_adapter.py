@@ -55,6 +55,8 @@ class ProviderAdapter:
         self._records: list[tuple[CallbackRecord, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # where a request's time goes: before it reached us (Serve, the hop), with us
+        self.timings = {"requests": 0, "arrival_seconds": 0.0, "handle_seconds": 0.0, "record_seconds": 0.0}
 
     async def _start(self) -> None:
         pool = await asyncpg.create_pool(self._database_url, min_size=1, max_size=4)
@@ -79,8 +81,14 @@ class ProviderAdapter:
         await self.ready()
         return list(await asyncio.gather(*(self._handle(r) for r in requests)))
 
+    async def stats(self) -> dict[str, float]:
+        return dict(self.timings)
+
     async def _handle(self, raw: RawRequest) -> RawResponse:
         method, path, headers, body, received_at = raw
+        began = time.time()
+        self.timings["requests"] += 1
+        self.timings["arrival_seconds"] += max(0.0, began - received_at)
         request = WireRequest(method, path, headers, body, received_at)
         parsed: ParsedCall | None = None
         try:
@@ -98,7 +106,10 @@ class ProviderAdapter:
         except Exception:
             log.exception("provider %s: %s %s failed", self._settings.provider_id, method, path)
             response = self._dialect.reject(request, "internal error")
+        handled = time.time()
         await self._record(request, parsed, response)
+        self.timings["handle_seconds"] += handled - began
+        self.timings["record_seconds"] += time.time() - handled
         return response.status, dict(response.headers), response.body
 
     async def _resolve(self, ref: PlayerRef) -> ResolvedPlayer | str:
