@@ -193,17 +193,23 @@ def _run_rtp(args: argparse.Namespace) -> int:
     report = _with_workers(args, lambda workers: simulate_rtp(
         tables, tickets=args.tickets, seed=args.seed, spots=args.spots, workers=workers,
         tickets_per_draw=args.tickets_per_draw, progress=not args.quiet))
-    if args.plot:
-        from sims.plots import plot_rtp
+    return _report(args, report, "plot_rtp", _format_rtp)
 
-        plot_rtp(report, args.plot)
+
+
+def _report(args: argparse.Namespace, report: Any, plotter: str, formatter: Any) -> int:
+    """What every sim command does with its result: optional PNG, then JSON or a summary."""
+    if args.plot:
+        from sims import plots
+
+        getattr(plots, plotter)(report, args.plot)
     data = report.to_json()
     if args.plot:
         data["plot"] = args.plot
     if args.json:
         emit_json(data)
     else:
-        print(_format_rtp(data))
+        print(formatter(data))
     return 0
 
 
@@ -279,18 +285,7 @@ def _run_exposure(args: argparse.Namespace) -> int:
         book, rounds=args.rounds, seed=args.seed, cap=cap, bankroll=bankroll,
         horizon_days=args.horizon_days, paths=args.paths, workers=workers,
         progress=not args.quiet))
-    if args.plot:
-        from sims.plots import plot_exposure
-
-        plot_exposure(report, args.plot)
-    data = report.to_json()
-    if args.plot:
-        data["plot"] = args.plot
-    if args.json:
-        emit_json(data)
-    else:
-        print(_format_exposure(data))
-    return 0
+    return _report(args, report, "plot_exposure", _format_exposure)
 
 
 def _format_exposure(data: dict[str, Any]) -> str:
@@ -357,18 +352,7 @@ def _run_capacity(args: argparse.Namespace) -> int:
     if args.sweep:
         report = _with_workers(args, lambda workers: sweep_capacity(
             report, config=config, workers=workers, progress=not args.quiet))
-    if args.plot:
-        from sims.plots import plot_capacity
-
-        plot_capacity(report, args.plot)
-    data = report.to_json()
-    if args.plot:
-        data["plot"] = args.plot
-    if args.json:
-        emit_json(data)
-    else:
-        print(_format_capacity(data))
-    return 0
+    return _report(args, report, "plot_capacity", _format_capacity)
 
 
 def _format_capacity(data: dict[str, Any]) -> str:
