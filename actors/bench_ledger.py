@@ -42,7 +42,7 @@ from core.wallet import (
     decide,
 )
 
-__all__ = ["NaiveWallet", "measure", "run_bench", "summarize"]
+__all__ = ["NaiveWallet", "create_accounts", "measure", "run_bench", "summarize"]
 
 
 def summarize(latencies: list[float], elapsed: float) -> dict[str, float]:
@@ -197,7 +197,7 @@ class NaiveWallet:
         return Result.from_record(response, replayed=False)
 
 
-async def _create_accounts(url: str, operator: str, players: list[str], partitions: int, funds: int) -> None:
+async def create_accounts(url: str, operator: str, players: list[str], partitions: int, funds: int) -> None:
     """Open and fund players directly (with their house accounts), chain-consistent."""
     conn = await asyncpg.connect(url)
     try:
@@ -283,8 +283,8 @@ async def _run(config: Any, duration: float, concurrency: int, address: str | No
         _progress(f"database {database}; funding {2 * players_n} accounts")
         ours_players = [f"s{i}" for i in range(players_n)]
         base_players = [f"n{i}" for i in range(players_n)]
-        await _create_accounts(bench_url, "bench-ours", ours_players, config.partitions, 10**12)
-        await _create_accounts(bench_url, "bench-naive", base_players, config.partitions, 10**12)
+        await create_accounts(bench_url, "bench-ours", ours_players, config.partitions, 10**12)
+        await create_accounts(bench_url, "bench-naive", base_players, config.partitions, 10**12)
 
         if not ray.is_initialized():
             ray.init(address=address or config.ray_address, namespace="rgs", include_dashboard=False,

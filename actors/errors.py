@@ -5,7 +5,11 @@
     core.errors.RgsError
     └── ActorError                 an actor could not be reached or set up
         ├── ShardUnavailableError  a shard stayed down past the caller's deadline
-        └── ShardSetupError        shards could not start (database, partitions, config)
+        ├── ShardSetupError        shards could not start (database, partitions, config)
+        ├── NotaryUnavailableError the chain notary did not answer (retry later)
+        └── RoundError             a round could not move on
+            └── BetRefusedError    a ticket refused before any money moved (closed round,
+                                   bad picks, limits); carries a stable ``code``
 
 Wallet outcomes, including transient ones (busy, unavailable), are ``core.wallet.Result``
 codes, not exceptions: callers get one result per command whatever happens.
@@ -15,7 +19,14 @@ from __future__ import annotations
 
 from core.errors import RgsError
 
-__all__ = ["ActorError", "ShardSetupError", "ShardUnavailableError"]
+__all__ = [
+    "ActorError",
+    "BetRefusedError",
+    "NotaryUnavailableError",
+    "RoundError",
+    "ShardSetupError",
+    "ShardUnavailableError",
+]
 
 
 class ActorError(RgsError):
@@ -28,3 +39,17 @@ class ShardUnavailableError(ActorError):
 
 class ShardSetupError(ActorError):
     pass
+
+
+class NotaryUnavailableError(ActorError):
+    pass
+
+
+class RoundError(ActorError):
+    pass
+
+
+class BetRefusedError(RoundError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

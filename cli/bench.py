@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, str] = {
     "ledger": "actors.bench_ledger:run_bench",
     "wallet": "serve.bench_wallet:run_bench",
     "sims": "sims.bench:run_bench",
+    "settle": "actors.bench_settle:run_bench",
+    "operator": "serve.bench_operator:run_bench",
 }
 
 
@@ -28,6 +30,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds per measured side")
     parser.add_argument("--concurrency", type=int, default=None, help="requests/commands in flight")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    parser.add_argument("--tickets", type=int, default=None, help="settle: tickets in the round (default 100000)")
+    parser.add_argument("--players", type=int, default=None, help="settle: players holding them (default 5000)")
     add_config_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=_run)

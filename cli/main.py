@@ -22,7 +22,10 @@ COMMAND_MODULES = (
     "cli.up",
     "cli.bench",
     "cli.sim",
-
+    "cli.verify",
+    "cli.rounds",
+    "cli.chain",
+    "cli.cluster",
 )
 
 

@@ -19,6 +19,7 @@ from cli.base import add_config_flag, fail, load_cli_config
 from core.config import Config
 from storage.database import migrate, resolve_database
 from storage.embedded import EmbeddedPostgres
+from storage.redis_store import redact_redis_url, resolve_redis
 
 __all__ = ["register"]
 
@@ -32,6 +33,9 @@ def register(sub: Any) -> None:
         action="store_true",
         help="also serve the wallet over HTTP with a demo operator, providers and funded players "
         "(written to <state>/demo.json)",
+    )
+    parser.add_argument(
+        "--no-rounds", action="store_true", help="do not run Keno tables (no chain, no notary, no schedulers)"
     )
     parser.add_argument(
         "--exit-after",
@@ -61,16 +65,26 @@ def _up(args: argparse.Namespace) -> int:
 
         ray = _start_ray(config)
         started.append(("Ray", ray))
+        # Ray's core worker installs its own SIGTERM handler (which aborts the process):
+        # take SIGTERM back so it stops what we started, like Ctrl-C.
+        stop_requested = _install_stop_handlers(stop_requested)
         context = ray.get_runtime_context()
         _say(f"ray           {'joined ' + config.ray_address if config.ray_address else 'local'}"
              f" (node {context.get_node_id()[:12]}, namespace {context.namespace})")
+        redis_url, redis_server = resolve_redis(config.redis_url, config.state_dir / "redis")
+        if redis_server is not None:
+            started.append(("embedded Redis", _Stoppable(redis_server.stop)))
+        _say(f"redis         {redact_redis_url(redis_url)} ({'embedded' if redis_server else 'external REDIS_URL'})")
         shards = start_shards(config, url)
         started.append(("account shards", shards))
         _say(f"shards        {len(shards)} x AccountShard ({SHARD_PREFIX}0..{len(shards) - 1}), "
              f"{config.partitions} partitions, group commit up to {config.group_commit_max} commands")
+        games = _Games(config)
+        if not args.no_rounds:
+            started.extend(_start_rounds(config, url, shards, redis_url, games))
         if args.demo:
             # Held here for as long as we run: Ray stops an actor once no handle is left.
-            started.append(("provider adapters", _Actors(_start_demo(config, url, shards))))
+            started.append(("provider adapters", _Actors(_start_demo(config, url, shards, redis_url, games))))
             started.append(("Serve", _ServeStopper()))
         _say("up. Ctrl-C stops everything started here.")
         deadline = None if args.exit_after is None else time.monotonic() + args.exit_after
@@ -149,21 +163,99 @@ def _check_port_free(host: str, port: int) -> None:
             )
 
 
-def _start_demo(config: Config, database_url: str, shards: ShardSet) -> list[Any]:
+def _start_demo(config: Config, database_url: str, shards: ShardSet, redis_url: str, games: _Games) -> list[Any]:
     from ray import serve
 
     from serve.demo import provision_demo, start_adapters
+    from serve.operator_api import OperatorApi
     from serve.wallet import WalletGateway
 
     base_url = f"http://{config.http_host}:{config.http_port}"
-    path, demo, providers = asyncio.run(provision_demo(config, database_url, shards, base_url))
+    path, demo, providers = asyncio.run(provision_demo(config, database_url, shards, base_url, games.seed_key))
     adapters = start_adapters(providers, database_url, shards)
     serve.start(http_options={"host": config.http_host, "port": config.http_port, "request_timeout_s": 10})
     routes = {f"/wallet/{p.provider_id}": {"provider_id": p.provider_id, "dialect": p.dialect} for p in providers}
     serve.run(WalletGateway.bind(routes), name="wallet", route_prefix="/wallet")  # type: ignore[attr-defined]
     _say(f"wallet        {base_url}/wallet/hub88 (Hub88), {base_url}/wallet/softswiss (SoftSwiss GIS)")
+    settings = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "seed_key_hex": games.seed_key,
+        "shards": len(shards),
+        "partitions": shards.partitions,
+        "shard_prefix": shards.prefix,
+        "tables": [t.to_mapping() for t in games.tables],
+        "paytables": {t.paytable_set: games.documents[t.paytable_set] for t in games.tables},
+        "ip_limit_per_min": config.api_ip_limit_per_min,
+        "trust_forwarded_for": config.trust_forwarded_for,
+        "token_ttl_s": config.api_token_ttl_s,
+    }
+    serve.run(OperatorApi.bind(settings), name="operator", route_prefix="/api")  # type: ignore[attr-defined]
+    _say(f"operator API  {base_url}/api (OpenAPI at {base_url}/api/openapi.json; WebSocket {base_url}/api/ws/rounds)")
     _say(f"demo          {len(demo['players'])} players funded with 1,000,000.00 EUR; credentials in {path}")
     return adapters
+
+
+class _Games:
+    """Tables, paytables and the seed key, loaded and validated once."""
+
+    def __init__(self, config: Config) -> None:
+        from storage.games import load_paytable_documents, load_tables
+        from storage.keys import seed_key_hex
+
+        self.tables = load_tables(config.tables_file)
+        self.documents = load_paytable_documents(config.paytables_dir)
+        self.seed_key = seed_key_hex(config)
+        for table in self.tables:
+            if table.paytable_set not in self.documents:
+                fail(f"rgs up: table {table.table_id} plays paytable set {table.paytable_set!r}, which does not exist"
+                     f" (known: {', '.join(sorted(self.documents))})")
+
+
+class _Stoppable:
+    def __init__(self, stop: Any) -> None:
+        self._stop = stop
+
+    def shutdown(self) -> None:
+        self._stop()
+
+
+def _start_rounds(config: Config, database_url: str, shards: ShardSet, redis_url: str, games: _Games) -> list[tuple[str, Any]]:
+    """The chain (embedded dev chain unless chain_rpc_url), the notary, one scheduler per table."""
+    from actors.chain_notary import start_notary
+    from actors.round_scheduler import start_schedulers
+
+    started: list[tuple[str, Any]] = []
+    tables, documents, key = games.tables, games.documents, games.seed_key
+    if config.chain_rpc_url:
+        if not config.chain_private_key:
+            fail("rgs up: chain_rpc_url is set but chain_private_key is not: the notary signs its own transactions")
+        rpc_url, private_key = config.chain_rpc_url, config.chain_private_key
+        _say(f"chain         {rpc_url} (external)")
+    else:
+        from storage.embedded_chain import EmbeddedChain
+
+        chain = EmbeddedChain(config.state_dir / "chain", block_time_s=config.chain_block_time_s)
+        chain.start()
+        # Not stopped with the rest: the dev chain holds every round's commitment and
+        # reveal in memory, so stopping it would make past rounds unverifiable. It is
+        # reused by the next `rgs up`; `rgs chain stop` ends it.
+        rpc_url, private_key = chain.url, chain.private_key
+        _say(
+            f"chain         {rpc_url} (embedded eth-tester dev chain, pid {chain.pid}; stays up after"
+            " Ctrl-C so past rounds stay verifiable; 'rgs chain stop' ends it)"
+        )
+    notary = start_notary(rpc_url, private_key)
+    started.append(("chain notary", _Actors([notary])))
+    handles = start_schedulers(tables, documents, database_url, key, len(shards), shards.partitions, redis_url=redis_url)
+    started.append(("round schedulers", _Actors(handles)))
+    for table in tables:
+        _say(
+            f"table         {table.table_id}: a round every {table.period_ms / 1000:g} s, bets close"
+            f" {table.close_offset_ms / 1000:g} s before the draw, paytables {table.paytable_set},"
+            f" {', '.join(table.currencies)}"
+        )
+    return started
 
 
 def _drain(shards: ShardSet) -> None:
@@ -175,7 +267,7 @@ def _drain(shards: ShardSet) -> None:
     shards.stop()
 
 
-def _install_stop_handlers() -> Any:
+def _install_stop_handlers(previous: Any = None) -> Any:
     requested = False
 
     def handler(signum: int, frame: object) -> None:
@@ -184,7 +276,7 @@ def _install_stop_handlers() -> Any:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-    return lambda: requested
+    return lambda: requested or (previous is not None and previous())
 
 
 def _say(line: str) -> None:

@@ -38,6 +38,15 @@ class Config:
     redis_url: str | None = None
     chain_rpc_url: str | None = None
     chain_private_key: str | None = field(default=None, repr=False)
+    # seconds between the embedded dev chain's empty blocks (the salt of a round is the
+    # first block at or after its close, so this bounds how long a draw waits)
+    chain_block_time_s: float = 1.0
+    # AES-256-GCM key (64 hex chars) sealing server seeds at rest; None: generated once
+    # into <state_dir>/seed.key (fine for one machine; production passes RGS_SEED_KEY)
+    seed_key: str | None = field(default=None, repr=False)
+    # Keno tables (JSON or TOML list) and extra paytable sets; None: the shipped defaults
+    tables_file: Path | None = None
+    paytables_dir: Path | None = None
     ray_address: str | None = None
     # account shards
     shards: int = 2
@@ -50,6 +59,12 @@ class Config:
     # HTTP
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # operator API: requests per minute from one client IP, over all operators (a flood
+    # guard; each operator has its own, lower limit), and whether to take the client IP
+    # from X-Forwarded-For (only behind a proxy that sets it: anyone can send the header)
+    api_ip_limit_per_min: int = 120_000
+    trust_forwarded_for: bool = False
+    api_token_ttl_s: int = 900
 
     @property
     def pg_data_dir(self) -> Path:
@@ -70,6 +85,13 @@ class Config:
         _require(self.max_active_accounts >= 1, "max_active_accounts", self.max_active_accounts, ">= 1")
         _require(self.idle_passivate_s > 0, "idle_passivate_s", self.idle_passivate_s, "> 0")
         _require(0 <= self.http_port <= 65535, "http_port", self.http_port, "a TCP port 0..65535")
+        _require(1 <= self.api_ip_limit_per_min <= 100_000_000, "api_ip_limit_per_min", self.api_ip_limit_per_min, "1..100000000")
+        _require(60 <= self.api_token_ttl_s <= 86_400, "api_token_ttl_s", self.api_token_ttl_s, "60..86400 seconds")
+        _require(0.05 <= self.chain_block_time_s <= 60, "chain_block_time_s", self.chain_block_time_s, "0.05..60 seconds")
+        if self.seed_key is not None:
+            text = self.seed_key.strip().lower()
+            if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+                raise ConfigError("setting seed_key is invalid: must be 64 hex characters (a 256-bit key)")
         if self.chain_private_key and not self.chain_rpc_url:
             raise ConfigError("chain_private_key is set but chain_rpc_url is not; set both or neither")
         for name in ("database_url", "redis_url"):
@@ -88,7 +110,7 @@ def _coerce(name: str, raw: Any, target: Any, source: str) -> Any:
     if raw is None:
         return None
     kind = target if isinstance(target, type) else None
-    text = str(target)
+    text = str(target).replace(" | None", "")
     try:
         if kind is bool or text == "bool":
             if isinstance(raw, bool):

@@ -14,20 +14,37 @@ Rules (DESIGN.md, "Seamless-wallet rules"):
 * A repeat of a command (same key, same content) returns the stored original response;
   the same key with different content is refused. Refusals are stored too: a retry of a
   command that failed for insufficient funds fails the same way.
-* Locked accounts cannot bet; wins, rollbacks and transfers still reach them.
+* Locked accounts cannot bet; wins, rollbacks, settlements and transfers still reach them.
+
+Settlement (:func:`decide_settlement`): the Keno settler closes a round with ONE ``settle``
+command per (account, round) instead of one win per ticket, because one ledger transaction
+and one idempotency record per ticket cannot settle 100,000 tickets within a round's
+two-second budget. It lists (bet key, payout) pairs: each open bet becomes won with its
+payout (a payout of 0 still closes it), the credited total is one ledger transaction (none
+when it is 0), and a bet that cannot be paid is skipped and named in ``Result.skipped``:
+
+* ``"<bet key>=already_resolved"``: the bet already has its win;
+* ``"<bet key>=rolled_back"``: the bet was rolled back (or tombstoned);
+* ``"<bet key>=unknown_reference"``: the account has no such bet; a tombstone is left, so a
+  late bet under that key is refused, exactly as after a rollback of an unknown bet.
+
+The reason is after the last ``=`` (reasons are :class:`ResultCode` values and contain no
+``=``); :func:`split_skipped` parses an entry.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from core.errors import LifecycleError, ProtocolError
 from core.money import check_minor, currency
 
 __all__ = [
+    "MAX_SETTLE_PAYOUTS",
     "TRANSIENT_CODES",
     "AccountStatus",
     "AccountView",
@@ -38,7 +55,10 @@ __all__ = [
     "Decision",
     "Result",
     "ResultCode",
+    "SettlementDecision",
     "decide",
+    "decide_settlement",
+    "split_skipped",
 ]
 
 
@@ -51,6 +71,7 @@ class CommandKind(enum.Enum):
     TRANSFER_IN = "transfer_in"  # operator funds the player
     TRANSFER_OUT = "transfer_out"  # operator withdraws for the player
     SET_STATUS = "set_status"  # lock / unlock
+    SETTLE = "settle"  # close many of one account's bets of a round at once (one transaction)
 
     @property
     def keyed(self) -> bool:
@@ -103,6 +124,11 @@ _BET_TRANSITIONS: dict[BetState, frozenset[BetState]] = {
 
 _MAX_TEXT = 128
 
+# Payouts per settle command. Bounded so that one command (its request, its stored record
+# of skipped keys, its share of a group commit) stays small; a settler with more tickets
+# for one account in one round sends several commands under distinct keys.
+MAX_SETTLE_PAYOUTS = 10_000
+
 
 def _text(value: object, what: str, *, required: bool = True) -> str | None:
     if value is None and not required:
@@ -124,6 +150,8 @@ class Command:
     round_ref: str | None = None
     game_ref: str | None = None
     status: AccountStatus | None = None  # SET_STATUS only
+    # SETTLE only: (bet key, payout in minor units >= 0) per ticket; amount is their sum
+    payouts: tuple[tuple[str, int], ...] = ()
     _hash: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,12 +169,62 @@ class Command:
             _text(self.reference, "reference (the bet being resolved)")
         else:
             _text(self.reference, "reference", required=False)
+        if self.kind is CommandKind.SETTLE:
+            self._check_settlement()
+        elif self.payouts:
+            raise ProtocolError("only a settle command carries payouts")
         _text(self.round_ref, "round_ref", required=False)
         _text(self.game_ref, "game_ref", required=False)
         if self.kind is CommandKind.ROLLBACK and self.amount != 0:
             raise ProtocolError("a rollback refunds the bet's own amount; do not send one")
         if self.kind is CommandKind.SET_STATUS and not isinstance(self.status, AccountStatus):
             raise ProtocolError("set_status needs a status (active or locked)")
+
+    def _check_settlement(self) -> None:
+        """A settle names its round, resolves its own listed bets (no ``reference``) and
+        its ``amount`` is the sum of the payouts, so a garbled list cannot go unnoticed."""
+        _text(self.round_ref, "round_ref (the round being settled)")
+        if self.reference is not None:
+            raise ProtocolError("a settle lists its bets in payouts; do not send a reference")
+        payouts = self.payouts
+        if not isinstance(payouts, tuple):
+            if not isinstance(payouts, list):
+                raise ProtocolError("payouts must be a sequence of (bet key, payout) pairs")
+            payouts = tuple(tuple(p) if isinstance(p, list) else p for p in payouts)
+            object.__setattr__(self, "payouts", payouts)
+        if not 1 <= len(payouts) <= MAX_SETTLE_PAYOUTS:
+            raise ProtocolError(f"a settle carries 1 to {MAX_SETTLE_PAYOUTS} payouts, got {len(payouts)}")
+        # Checked with C-level passes (map, set, sum): this runs for every ticket of a
+        # round, on the caller's side and again where the shard decodes the wire. Only an
+        # invalid list goes through the slow loop, which names the offending pair.
+        if (
+            set(map(type, payouts)) != {tuple}
+            or set(map(len, payouts)) != {2}
+            or set(map(type, keys := [k for k, _ in payouts])) != {str}
+            or min(map(len, keys)) == 0
+            or max(map(len, keys)) > _MAX_TEXT
+            or set(map(type, amounts := [a for _, a in payouts])) != {int}  # no bool, no float
+            or min(amounts) < 0
+        ):
+            self._explain_payouts()
+        if len(set(keys)) != len(keys):
+            raise ProtocolError("a settle lists each bet key at most once")
+        total = sum(amounts)
+        if total != self.amount:
+            raise ProtocolError(f"settle amount {self.amount} is not the sum of its payouts ({total})")
+
+    def _explain_payouts(self) -> NoReturn:
+        for pair in self.payouts:
+            if type(pair) is not tuple or len(pair) != 2:
+                raise ProtocolError("each payout must be a (bet key, payout) pair")
+            key, payout = pair
+            if type(key) is not str or not key or len(key) > _MAX_TEXT:
+                raise ProtocolError(f"a payout's bet key must be a non-empty string of at most {_MAX_TEXT} characters")
+            if type(payout) is not int:  # excludes bool and float
+                raise ProtocolError(f"payout for {key!r} must be an integer number of minor units")
+            if payout < 0:
+                raise ProtocolError(f"payout for {key!r} must not be negative")
+        raise ProtocolError("payouts must be (bet key, payout >= 0) pairs")  # pragma: no cover
 
     @property
     def account_key(self) -> tuple[str, str]:
@@ -173,10 +251,16 @@ class Command:
                 self.game_ref or "",
             )
         )
+        if self.payouts:
+            # Length-prefixed keys, so no key can fake a separator; sorted, so the same
+            # settlement listed in another order is the same request.
+            canonical += "\x1f" + "".join([f"{len(k)}:{k}{v};" for k, v in sorted(self.payouts)])
+        # Commands without payouts hash exactly as before payouts existed: their stored
+        # records must keep matching their repeats.
         return hashlib.sha256(canonical.encode()).digest()
 
     def to_wire(self) -> list[Any]:
-        return [
+        wire: list[Any] = [
             self.kind.value,
             self.operator_id,
             self.player_id,
@@ -189,10 +273,22 @@ class Command:
             self.game_ref,
             None if self.status is None else self.status.value,
         ]
+        if self.payouts:
+            # Appended only when present: a command without payouts keeps the 10-item
+            # form that shards of the previous version read. No payout exceeds their sum.
+            wire.append(self.payouts if self.amount < 2**63 else [(k, str(p)) for k, p in self.payouts])
+        return wire
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> Command:
-        kind, op, player, cur, key, amount, ref, round_ref, game_ref, status = wire
+        kind, op, player, cur, key, amount, ref, round_ref, game_ref, status, *rest = wire
+        payouts: tuple[tuple[str, int], ...] = ()
+        if rest:
+            # Payouts are integers on the wire unless the amount is (then all are strings).
+            if isinstance(amount, str):
+                payouts = tuple((k, int(p)) for k, p in rest[0])
+            else:
+                payouts = tuple(map(tuple, rest[0]))
         return cls(
             CommandKind(kind),
             op,
@@ -204,6 +300,7 @@ class Command:
             round_ref,
             game_ref,
             None if status is None else AccountStatus(status),
+            payouts,
         )
 
 
@@ -215,6 +312,8 @@ class Result:
     tx_id: int | None = None
     replayed: bool = False  # answered from the stored record of an earlier identical command
     message: str = ""
+    # SETTLE only: "<bet key>=<reason>" per listed bet that was not paid (module docstring)
+    skipped: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -222,13 +321,16 @@ class Result:
 
     def to_record(self) -> dict[str, Any]:
         """What is journaled under the idempotency key (the original response)."""
-        return {
+        record: dict[str, Any] = {
             "code": self.code.value,
             "balance": None if self.balance is None else str(self.balance),
             "currency": self.currency,
             "tx_id": self.tx_id,
             "message": self.message,
         }
+        if self.skipped:  # absent otherwise: records of other commands keep their shape
+            record["skipped"] = list(self.skipped)
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any], *, replayed: bool = True) -> Result:
@@ -240,11 +342,12 @@ class Result:
             record.get("tx_id"),
             replayed,
             record.get("message", ""),
+            tuple(record.get("skipped", ())),
         )
 
     def to_wire(self) -> list[Any]:
         # Balances can exceed 64 bits (ETH in wei): send them as decimal strings.
-        return [
+        wire: list[Any] = [
             self.code.value,
             None if self.balance is None else str(self.balance),
             self.currency,
@@ -252,11 +355,17 @@ class Result:
             self.replayed,
             self.message,
         ]
+        if self.skipped:  # appended only when present: the 6-item form stays readable
+            wire.append(list(self.skipped))
+        return wire
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> Result:
-        code, balance, cur, tx_id, replayed, message = wire
-        return cls(ResultCode(code), None if balance is None else int(balance), cur, tx_id, replayed, message)
+        code, balance, cur, tx_id, replayed, message, *rest = wire
+        skipped = tuple(rest[0]) if rest else ()
+        return cls(
+            ResultCode(code), None if balance is None else int(balance), cur, tx_id, replayed, message, skipped
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +391,31 @@ class Decision:
     bet_state: BetState | None = None  # new state of the bet this command touches
     bet_amount: int = 0
     status: AccountStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementDecision:
+    """What a settle does: its result, the credit and the bets it closes.
+
+    ``won`` keeps the command's order; the shard journals each as WON with its payout and
+    the ledger transaction (when ``credit`` > 0) as one credit of the total.
+    """
+
+    result: Result
+    credit: int = 0  # sum of the payouts of the bets that become WON
+    won: tuple[tuple[str, int], ...] = ()  # (bet key, payout): OPEN -> WON
+    tombstones: tuple[str, ...] = ()  # unknown keys: a TOMBSTONE is left under each
+
+    @property
+    def moves_money(self) -> bool:
+        """A zero total writes no ledger transaction: there is nothing to post."""
+        return self.credit > 0
+
+
+def split_skipped(entry: str) -> tuple[str, ResultCode]:
+    """``"keno:7=already_resolved"`` -> ``("keno:7", ResultCode.ALREADY_RESOLVED)``."""
+    key, _, reason = entry.rpartition("=")
+    return key, ResultCode(reason)
 
 
 def _refuse(code: ResultCode, account: AccountView, message: str) -> Decision:
@@ -323,6 +457,8 @@ def decide(command: Command, account: AccountView | None, bet: BetView | None) -
         if account.balance < command.amount:
             return _refuse(ResultCode.INSUFFICIENT_FUNDS, account, "balance too low to withdraw")
         return _move(account, -command.amount)
+    if kind is CommandKind.SETTLE:
+        raise ProtocolError("a settle touches many bets: decide it with decide_settlement")
     raise ProtocolError(f"unhandled command kind {kind}")  # pragma: no cover
 
 
@@ -366,3 +502,57 @@ def _decide_rollback(account: AccountView, bet: BetView | None) -> Decision:
         return _refuse(ResultCode.ROLLED_BACK, account, "the bet was already rolled back")
     bet.state.check_transition(BetState.ROLLED_BACK)
     return _move(account, bet.amount, bet_state=BetState.ROLLED_BACK, bet_amount=bet.amount)
+
+
+
+_SKIP_WON = "=" + ResultCode.ALREADY_RESOLVED.value
+_SKIP_ROLLED_BACK = "=" + ResultCode.ROLLED_BACK.value
+_SKIP_UNKNOWN = "=" + ResultCode.UNKNOWN_REFERENCE.value
+
+
+def decide_settlement(
+    command: Command, account: AccountView | None, bets: Mapping[str, BetState | None]
+) -> SettlementDecision:
+    """Settle the listed bets of one account. ``bets`` holds the current state of every
+    listed key (None or missing: the account has no such bet). Idempotency is settled
+    before this is called. Locked accounts are settled too: a lock stops new bets, not the
+    payment of bets already placed."""
+    if command.kind is not CommandKind.SETTLE:
+        raise ProtocolError(f"decide_settlement got a {command.kind.value} command")
+    if account is None:
+        return SettlementDecision(Result(ResultCode.UNKNOWN_ACCOUNT, message="no such player account"))
+    if command.currency != account.currency:
+        return SettlementDecision(
+            Result(
+                ResultCode.CURRENCY_MISMATCH,
+                account.balance,
+                account.currency,
+                message=f"account is in {account.currency}, command in {command.currency}",
+            )
+        )
+    won: list[tuple[str, int]] = []
+    tombstones: list[str] = []
+    skipped: list[str] = []
+    credit = 0
+    # One pass, no per-bet objects: a round of 100,000 tickets runs through this loop.
+    for pair in command.payouts:
+        key = pair[0]
+        state = bets.get(key)
+        if state is BetState.OPEN:
+            won.append(pair)
+            credit += pair[1]
+        elif state is None:
+            tombstones.append(key)
+            skipped.append(key + _SKIP_UNKNOWN)
+        elif state is BetState.WON:
+            skipped.append(key + _SKIP_WON)
+        else:  # ROLLED_BACK, TOMBSTONE
+            skipped.append(key + _SKIP_ROLLED_BACK)
+    balance = account.balance + credit
+    message = f"{len(won)} bet(s) settled" + (f", {len(skipped)} skipped" if skipped else "")
+    return SettlementDecision(
+        Result(ResultCode.OK, balance, account.currency, message=message, skipped=tuple(skipped)),
+        credit,
+        tuple(won),
+        tuple(tombstones),
+    )

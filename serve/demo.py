@@ -24,8 +24,11 @@ from actors.router import ShardRouter
 from actors.shard import NAMESPACE, ShardSet
 from core.config import Config
 from core.dialects.base import ProviderSettings
+from core.operator_auth import PURPOSE_CREDENTIALS, CredentialVault, derive_key
+from core.seeds import parse_key
 from core.wallet import Command, CommandKind, ResultCode
 from storage.callbacks import CallbackStore
+from storage.operators import OperatorStore
 from storage.sessions import SessionStore
 
 __all__ = ["DEMO_OPERATOR", "provision_demo", "start_adapters"]
@@ -54,7 +57,9 @@ def _existing(path: Path) -> dict[str, Any] | None:
     return data
 
 
-async def provision_demo(config: Config, database_url: str, shards: ShardSet, base_url: str) -> tuple[Path, dict[str, Any], list[ProviderSettings]]:
+async def provision_demo(
+    config: Config, database_url: str, shards: ShardSet, base_url: str, seed_key_hex: str
+) -> tuple[Path, dict[str, Any], list[ProviderSettings]]:
     """Create (or reuse, on a restart) the demo operator, providers and players."""
     path = config.state_dir / "demo.json"
     previous = _existing(path)
@@ -67,16 +72,10 @@ async def provision_demo(config: Config, database_url: str, shards: ShardSet, ba
             hub88_private = previous["providers"]["hub88"]["private_key_pem"]
             hub88_public = previous["providers"]["hub88"]["public_key_pem"]
             soft_token = previous["providers"]["softswiss"]["auth_token"]
-            operator = previous["operator"]
         else:
             hub88_private, hub88_public = _rsa_pair()
             soft_token = secrets.token_hex(32)
-            operator = {
-                "operator_id": DEMO_OPERATOR,
-                "client_id": f"{DEMO_OPERATOR}-client",
-                "client_secret": secrets.token_urlsafe(32),
-                "hmac_secret": secrets.token_hex(32),
-            }
+        operator = await _operator_credentials(pool, seed_key_hex, base_url)
         providers = [
             ProviderSettings("hub88", DEMO_OPERATOR, "hub88", {"public_key_pem": hub88_public}),
             ProviderSettings("softswiss", DEMO_OPERATOR, "softswiss", {"auth_token": soft_token}),
@@ -130,6 +129,24 @@ async def provision_demo(config: Config, database_url: str, shards: ShardSet, ba
     path.write_text(json.dumps(demo, indent=2))
     path.chmod(0o600)  # it holds signing secrets
     return path, demo, providers
+
+
+async def _operator_credentials(pool: asyncpg.Pool, seed_key_hex: str, base_url: str) -> dict[str, Any]:
+    """The demo operator's API credentials: made once, read back (unsealed) on restarts."""
+    vault = CredentialVault(derive_key(parse_key(seed_key_hex), PURPOSE_CREDENTIALS))
+    store = OperatorStore(pool)
+    found = await store.credentials(DEMO_OPERATOR, vault)
+    if found is None:
+        client_id, client_secret = await store.create_operator(DEMO_OPERATOR, "Demo operator", vault=vault)
+    else:
+        client_id, client_secret = found.client_id, found.secret.decode("ascii")
+    return {
+        "operator_id": DEMO_OPERATOR,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "api_base_url": f"{base_url}/api",
+        "signing": "X-Signature = hex HMAC-SHA256(client_secret, timestamp + '.' + METHOD + '.' + path_with_query + '.' + body)",
+    }
 
 
 def start_adapters(providers: list[ProviderSettings], database_url: str, shards: ShardSet) -> list[Any]:

@@ -51,6 +51,9 @@ WALLET_DEPLOYMENT_OPTIONS: dict[str, Any] = {
     "max_ongoing_requests": 256,
     "max_queued_requests": 1024,
     "graceful_shutdown_timeout_s": 20,
+    # A replica is mostly waiting on actors and sockets: reserving a whole CPU each would
+    # leave a 2-core node unable to place the wallet, the operator API and the echo.
+    "ray_actor_options": {"num_cpus": 0.25},
 }
 
 

@@ -33,7 +33,9 @@ __all__ = [
     "Conflicts",
     "Journal",
     "JournalBatch",
+    "PreparedCommit",
     "RecordDraft",
+    "ResolutionDraft",
     "TxDraft",
 ]
 
@@ -84,6 +86,9 @@ class RecordDraft:
 
 @dataclass(slots=True)
 class BetDraft:
+    """A bet row the shard believes does not exist yet (a bet, a tombstone), in its state
+    after the batch: inserted, after checking that the database agrees it is new."""
+
     account: AccountRow
     bet_key: str
     state: str
@@ -91,7 +96,22 @@ class BetDraft:
     round_ref: str | None
     game_ref: str | None
     resolution_key: str | None
-    is_new: bool  # the shard believes no row exists for this key yet (checked on write)
+    payout: int | None = None  # what a won bet paid (born and won in the same batch)
+
+
+@dataclass(slots=True)
+class ResolutionDraft:
+    """Existing open bets of one account closed by one command (a win, a rollback, a settle).
+
+    One draft per command rather than one object per bet: a settle closes up to thousands
+    of bets, and per-bet objects were a measurable share of settling a round.
+    """
+
+    account: AccountRow
+    state: str  # won / rolled_back
+    resolution_key: str  # the idempotency key of the resolving command
+    keys: list[str]
+    payouts: list[int | None]  # per key: what it paid (won), None (rolled back)
 
 
 @dataclass(slots=True)
@@ -100,7 +120,8 @@ class JournalBatch:
     new_accounts: list[AccountRow] = field(default_factory=list)
     transactions: list[TxDraft] = field(default_factory=list)
     records: list[RecordDraft] = field(default_factory=list)
-    bets: dict[tuple[int, str], BetDraft] = field(default_factory=dict)  # by (id(account), key)
+    bets: dict[tuple[int, str], BetDraft] = field(default_factory=dict)  # new bets by (id(account), key)
+    resolutions: list[ResolutionDraft] = field(default_factory=list)
     # account -> (withdrawable, bonus, status) after the batch
     balances: dict[int, tuple[AccountRow, int, int, str]] = field(default_factory=dict)
 
@@ -110,6 +131,7 @@ class JournalBatch:
             + len(self.transactions)
             + len(self.records)
             + len(self.bets)
+            + len(self.resolutions)
             + len(self.balances)
         )
 
@@ -118,6 +140,16 @@ class JournalBatch:
 class CommitReceipt:
     tx_ids: list[int]
     # id(AccountRow) -> (account_id, version, last_hash) after the batch
+    heads: dict[int, tuple[int, int, bytes]]
+
+
+@dataclass(slots=True)
+class PreparedCommit:
+    """A batch ready to be written (see :meth:`Journal.prepare`)."""
+
+    batch: JournalBatch
+    tx_ids: list[int]
+    args: list[Any]
     heads: dict[int, tuple[int, int, bytes]]
 
 
@@ -254,14 +286,18 @@ class Journal:
     async def load_bets(self, pairs: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, int]]:
         if not pairs:
             return {}
+        # One primary-key probe per pair (LATERAL ... LIMIT 1 is not flattened into a join,
+        # which the planner would hash against a whole mid-sized table); amounts as text,
+        # cheaper to decode than numeric and exact.
         rows = await self._fetch(
-            "SELECT b.account_id, b.bet_key, b.state, b.amount"
-            " FROM wallet_bets b JOIN unnest($1::bigint[], $2::text[]) AS k(id, key)"
-            " ON b.account_id = k.id AND b.bet_key = k.key",
+            "SELECT k.id AS account_id, k.key AS bet_key, b.state, b.amount"
+            " FROM unnest($1::bigint[], $2::text[]) AS k(id, key)"
+            " CROSS JOIN LATERAL (SELECT w.state, w.amount::text AS amount FROM wallet_bets w"
+            "   WHERE w.account_id = k.id AND w.bet_key = k.key LIMIT 1) b",
             [p[0] for p in pairs],
             [p[1] for p in pairs],
         )
-        return {(int(r["account_id"]), r["bet_key"]): (r["state"], int(r["amount"])) for r in rows}
+        return {(r["account_id"], r["bet_key"]): (r["state"], int(r["amount"])) for r in rows}
 
     # -- the write ------------------------------------------------------------------------
 
@@ -277,6 +313,12 @@ class Journal:
 
     async def commit(self, batch: JournalBatch, epochs: dict[int, int]) -> CommitReceipt | Conflicts:
         """Write the batch atomically, or return the keys it wrongly assumed were new."""
+        return await self.send(await self.prepare(batch, epochs))
+
+    async def prepare(self, batch: JournalBatch, epochs: dict[int, int]) -> PreparedCommit:
+        """Reserve ids and compute the write (hash chains included) from the accounts'
+        committed heads as they are now. Split from :meth:`send` so a shard can put the
+        write on the wire and evaluate its next batch while PostgreSQL works."""
         await self._reserve("ledger_tx_id_seq", _TX_BLOCK, len(batch.transactions), self._tx_ids)
         await self._reserve("accounts_account_id_seq", _ACCOUNT_BLOCK, len(batch.new_accounts), self._account_ids)
         # Ids are used up whatever happens next: a commit whose outcome is unknown may have
@@ -287,6 +329,11 @@ class Journal:
         del self._account_ids[: len(account_ids)]
         new_ids = {id(a): aid for a, aid in zip(batch.new_accounts, account_ids, strict=True)}
         args, heads = _arguments(batch, epochs, tx_ids, new_ids)
+        return PreparedCommit(batch, tx_ids, args, heads)
+
+    async def send(self, prepared: PreparedCommit) -> CommitReceipt | Conflicts:
+        """Run the prepared write: one statement, its own transaction."""
+        batch, tx_ids, args, heads = prepared.batch, prepared.tx_ids, prepared.args, prepared.heads
         conn = await self._connection()
         try:
             conflicts = await conn.fetchval(_JOURNAL_CALL, *args)
@@ -298,6 +345,8 @@ class Journal:
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) == "RG001":
                 raise StaleWriterError(str(exc)) from exc
+            # RG002 (a bet to resolve was not open) lands here too: the shard drops what
+            # it believed about the batch's accounts and reloads them.
             raise JournalRejectedError(f"the database refused the batch: {exc}") from exc
         if conflicts:
             return Conflicts(
@@ -312,13 +361,19 @@ class Journal:
 
 _TX_BLOCK = 1024  # must equal the INCREMENT of ledger_tx_id_seq (migration 0003)
 _ACCOUNT_BLOCK = 64  # must equal the INCREMENT of accounts_account_id_seq
-_JOURNAL_CALL = "SELECT rgs_journal_batch(" + ", ".join(f"${i}" for i in range(1, 49)) + ")"
+_JOURNAL_ARGS = 53
+_JOURNAL_CALL = "SELECT rgs_journal_batch_v2(" + ", ".join(f"${i}" for i in range(1, _JOURNAL_ARGS + 1)) + ")"
+
+
+def _text_amounts(amounts: Sequence[int | None]) -> list[str | None]:
+    """Amounts as decimal text: the function casts them to numeric (migration 0005 says why)."""
+    return [None if a is None else str(a) for a in amounts]
 
 
 def _arguments(
     batch: JournalBatch, epochs: dict[int, int], tx_ids: list[int], new_ids: dict[int, int]
 ) -> tuple[list[Any], dict[int, tuple[int, int, bytes]]]:
-    """The 48 array arguments of rgs_journal_batch, and each account's new chain head."""
+    """The array arguments of rgs_journal_batch_v2, and each account's new chain head."""
 
     def account_id(account: AccountRow) -> int:
         return account.account_id if account.account_id is not None else new_ids[id(account)]
@@ -334,7 +389,9 @@ def _arguments(
             line = Line(tx_id, line_no, aid, account.currency, bucket, amount, balance_after, version + 1)
             digest = line_hash(prev, line)
             heads[id(account)] = (aid, version + 1, digest)
-            lines.append((tx_id, line_no, aid, line.asset, bucket, amount, balance_after, version + 1, prev, digest))
+            lines.append(
+                (tx_id, line_no, aid, line.asset, bucket, str(amount), str(balance_after), version + 1, prev, digest)
+            )
     for account, *_ in batch.balances.values():
         heads.setdefault(id(account), (account_id(account), account.version, account.last_hash))
 
@@ -342,6 +399,7 @@ def _arguments(
     txs = batch.transactions
     records = batch.records
     bets = list(batch.bets.values())
+    resolutions = batch.resolutions
     updates = list(batch.balances.values())
     line_columns: list[list[Any]] = [list(c) for c in zip(*lines, strict=True)] if lines else [[]] * 10
     responses = []
@@ -378,17 +436,24 @@ def _arguments(
         [account_id(b.account) for b in bets],
         [b.bet_key for b in bets],
         [b.state for b in bets],
-        [b.amount for b in bets],
+        _text_amounts([b.amount for b in bets]),
         [b.round_ref for b in bets],
         [b.game_ref for b in bets],
         [b.resolution_key for b in bets],
-        [b.is_new for b in bets],
+        _text_amounts([b.payout for b in bets]),
+        [account_id(r.account) for r in resolutions],
+        [r.state for r in resolutions],
+        [r.resolution_key for r in resolutions],
+        # JSON, not arrays: one C call per batch instead of per-bet encoding (0005 says why)
+        json.dumps([r.keys for r in resolutions]),
+        json.dumps([r.payouts for r in resolutions]),
         [heads[id(a)][0] for a, *_ in updates],
-        [w for _, w, _, _ in updates],
-        [b for _, _, b, _ in updates],
+        [str(w) for _, w, _, _ in updates],
+        [str(b) for _, _, b, _ in updates],
         [status for *_, status in updates],
         [a.version for a, *_ in updates],
         [heads[id(a)][1] for a, *_ in updates],
         [heads[id(a)][2] for a, *_ in updates],
     ]
+    assert len(args) == _JOURNAL_ARGS
     return args, heads

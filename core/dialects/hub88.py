@@ -112,6 +112,7 @@ from core.dialects.base import (
 )
 from core.errors import UnknownCurrencyError
 from core.money import currency as currency_info
+from core.strict_json import too_deep
 from core.wallet import CommandKind, Result, ResultCode
 
 __all__ = [
@@ -269,6 +270,8 @@ def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
+    if too_deep(body):
+        return None
     try:
         value = json.loads(
             body, object_pairs_hook=_no_repeated_keys, parse_constant=_reject_constant

@@ -111,6 +111,7 @@ from core.dialects.base import (
     json_response,
 )
 from core.money import CURRENCIES, MAX_AMOUNT_MINOR
+from core.strict_json import too_deep
 from core.wallet import CommandKind, Result, ResultCode
 
 __all__ = [
@@ -405,6 +406,8 @@ def _iso_utc(timestamp: float) -> str:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
+    if too_deep(body):
+        raise _Refused(GisError.BAD_REQUEST, "The body is not valid JSON.")
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):  # bad JSON or encoding, huge ints, deep nesting

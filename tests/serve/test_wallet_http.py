@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from actors.shard import start_shards
 from cli.main import main
 from core.config import load_config
+from core.seeds import generate_key_hex
 from storage.database import migrate
 from storage.ledger_check import verify_ledger
 from storage.reconciliation import reconcile
@@ -64,7 +65,7 @@ def stack(ray_session: None, database_url: str, tmp_path_factory: pytest.TempPat
     )
     shards = start_shards(config, url, prefix="wallet-shard-")
     base_url = f"http://127.0.0.1:{port}"
-    _, demo, providers = asyncio.run(provision_demo(config, url, shards, base_url))
+    _, demo, providers = asyncio.run(provision_demo(config, url, shards, base_url, generate_key_hex()))
     adapters = start_adapters(providers, url, shards)
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 10})
     routes = {f"/wallet/{p.provider_id}": {"provider_id": p.provider_id, "dialect": p.dialect} for p in providers}

@@ -1,0 +1,758 @@
+"""The inside of a round scheduler: one Keno table's rounds, phase by phase.
+
+Every round runs as its own task through the lifecycle (``core.rounds.RoundPhase``)::
+
+    created ──commitment on chain──▶ open ──close time──▶ closed ──salt from chain──▶ drawn
+       │                               │                   │                           │
+       └──────────── voided ◀──────────┴───────────────────┘      settled ◀───────────┘
+                                                                    │
+                                          revealed ◀── published ◀──┘
+
+Each move is persisted before it takes effect (``storage.rounds``), and every step is
+written so that doing it again gives the same result: the draw depends only on the
+committed seed, the public salt (the first block at or after the close) and the nonce;
+settlement commands carry per-round idempotency keys and are rebuilt from the stored
+tickets. A restarted runner therefore just drives every unfinished round from the phase
+Postgres says it is in.
+
+This module is plain asyncio: the notary and the wallet are injected, so it is tested
+without Ray; ``actors.round_scheduler`` wraps it in a Ray actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from actors.errors import BetRefusedError, NotaryUnavailableError
+from core.errors import LifecycleError, ProtocolError, RgsError, SeedUnreadableError
+from core.fairness import commitment, draw
+from core.keno import PaytableSet, validate_picks
+from core.money import check_minor
+from core.rounds import RoundPhase, round_id
+from core.seeds import SeedVault, new_server_seed
+from core.settlement import TicketBook, settle
+from core.tables import TableConfig
+from core.wallet import Command, CommandKind, Result, ResultCode
+from storage.errors import StorageError
+from storage.rounds import RoundRecord, RoundStore, TicketRow, bet_key
+
+__all__ = ["Notary", "RunnerStats", "TableRunner", "now_ms"]
+
+log = logging.getLogger("rgs.rounds")
+
+Execute = Callable[[list[Command]], Awaitable[list[Result]]]
+Listener = Callable[[dict[str, Any]], None]
+
+_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+_PLACE_BATCH = 500  # placement requests per batch
+_MAX_TICKETS_PER_CALL = 10_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Notary(Protocol):
+    """What a runner needs from the chain notary (``actors.chain_notary``)."""
+
+    async def commit(self, round_id: str, commitment_hex: str) -> dict[str, Any]: ...
+
+    async def reveal(self, round_id: str, seed_hex: str) -> dict[str, Any]: ...
+
+    async def salt_after(self, unix_seconds: float, wait_s: float) -> dict[str, Any]: ...
+
+    async def chain_id(self) -> int | None: ...
+
+
+@dataclass
+class _OpenRound:
+    record: RoundRecord
+    accepting: bool = True
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class RunnerStats:
+    rounds_created: int = 0
+    rounds_revealed: int = 0
+    rounds_voided: int = 0
+    rounds_skipped: int = 0
+    tickets_placed: int = 0
+    tickets_rejected: int = 0
+    last_settle_ms: float = 0.0
+    last_settle_tickets: int = 0
+    phase_errors: int = 0
+
+
+class TableRunner:
+    def __init__(
+        self,
+        table: TableConfig,
+        paytables: PaytableSet,
+        store: RoundStore,
+        notary: Notary,
+        execute: Execute,
+        vault: SeedVault,
+        *,
+        salt_wait_s: float = 30.0,
+    ) -> None:
+        self.table = table
+        self.paytables = paytables
+        self._store = store
+        self._notary = notary
+        self._execute = execute
+        self._vault = vault
+        self._salt_wait_s = salt_wait_s
+        self._schedule = table.schedule
+        self._open: dict[str, _OpenRound] = {}
+        self._rounds: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._last_slot = -1
+        self._draining = False
+        self._enabled = True
+        self._disabled_reason: str | None = None
+        self._listeners: list[Listener] = []
+        self._place_queue: list[tuple[list[TicketRow], asyncio.Future[list[dict[str, Any]]]]] = []
+        self._placer: asyncio.Task[None] | None = None
+        self._chain_id: int | None = None
+        self.stats = RunnerStats()
+        self.phases: dict[str, str] = {}  # round id -> phase, for status
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, *, run_schedule: bool = True) -> None:
+        self._enabled, self._disabled_reason = await self._store.ensure_table(
+            self.table.table_id, self.table.to_mapping()
+        )
+        for record in await self._store.unfinished_rounds(self.table.table_id):
+            self._last_slot = max(self._last_slot, record.nonce)
+            self._spawn(record.round_id, self._drive(record))
+        if run_schedule:
+            self._loop_task = asyncio.create_task(self._schedule_forever(), name=f"schedule-{self.table.table_id}")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, self._placer, *self._rounds.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def drain(self) -> None:
+        """Create no more rounds; return once every round started so far has finished."""
+        self._draining = True
+        await self.wait_idle()
+
+    async def wait_idle(self) -> None:
+        """Wait for every round task started so far (tests, shutdown)."""
+        while self._rounds:
+            await asyncio.gather(*list(self._rounds.values()), return_exceptions=True)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Called with a small event dict on every phase change (feeds, metrics)."""
+        self._listeners.append(listener)
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "table_id": self.table.table_id,
+            "enabled": self._enabled,
+            "disabled_reason": self._disabled_reason,
+            "rounds": dict(sorted(self.phases.items())),
+            "open_round": next(iter(self._open), None),
+            "stats": vars(self.stats).copy(),
+        }
+
+    def _spawn(self, rid: str, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._rounds[rid] = task
+
+        def done(t: asyncio.Task[None], rid: str = rid) -> None:
+            self._rounds.pop(rid, None)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("round %s task failed", rid, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    # -- the schedule ---------------------------------------------------------------------
+
+    async def _schedule_forever(self) -> None:
+        tick = min(self.table.period_ms / 4000, 0.25)
+        while True:
+            if self._enabled and not self._draining:
+                try:
+                    await self.create_next()
+                except (StorageError, RgsError) as exc:
+                    log.warning("table %s: cannot create the next round yet: %s", self.table.table_id, exc)
+            await asyncio.sleep(tick)
+
+    async def create_next(self, now: int | None = None) -> str | None:
+        """Create the next round due (if not created yet) and start driving it."""
+        now = now_ms() if now is None else now
+        slot = self._schedule.next_slot(now, self.table.commit_lead_ms)
+        if slot <= self._last_slot or round_id(self.table.table_id, slot) in self._rounds:
+            return None
+        self._last_slot = slot
+        record = await self.create_round(slot)
+        self._spawn(record.round_id, self._drive(record))
+        return record.round_id
+
+    async def create_round(self, slot: int) -> RoundRecord:
+        times = self._schedule.times(slot)
+        rid = round_id(self.table.table_id, slot)
+        seed = new_server_seed()
+        record = await self._store.create_round(
+            round_id=rid,
+            table_id=self.table.table_id,
+            nonce=slot,
+            opens_at=times.opens_at,
+            closes_at=times.closes_at,
+            draws_at=times.draws_at,
+            derivation=self.table.derivation,
+            paytable_set=self.table.paytable_set,
+            seed_ciphertext=self._vault.seal(seed, rid),
+            commitment=commitment(seed),
+        )
+        self.stats.rounds_created += 1
+        self._changed(record.round_id, RoundPhase.CREATED)
+        return record
+
+    # -- driving one round ----------------------------------------------------------------
+
+    async def _drive(self, record: RoundRecord) -> None:
+        rid = record.round_id
+        attempt = 0
+        current: RoundRecord | None = record
+        while current is not None and not current.phase.terminal:
+            self.phases[rid] = current.phase.value
+            try:
+                await self._step(current)
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except SeedUnreadableError as exc:
+                await self._cannot_complete(current, f"server seed unreadable: {exc}")
+            except (StorageError, NotaryUnavailableError, _Retry, LifecycleError) as exc:
+                # Transient: Postgres, the chain or the shards are away. The round keeps
+                # its phase and is driven again; its deadlines decide what happens then.
+                self.stats.phase_errors += 1
+                delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
+                attempt += 1
+                log.warning("round %s (%s): %s; retrying in %.1fs", rid, current.phase.value, exc, delay)
+                await asyncio.sleep(delay)
+            current = await self._reload(rid)
+        if current is not None:
+            self.phases[rid] = current.phase.value
+            self._forget_later(rid)
+
+    def _forget_later(self, rid: str) -> None:
+        # keep the last few finished rounds visible in status
+        finished = [r for r, p in self.phases.items() if p in ("revealed", "voided")]
+        for old in finished[:-5]:
+            self.phases.pop(old, None)
+
+    async def _reload(self, rid: str) -> RoundRecord | None:
+        for delay in _RETRY_S:
+            try:
+                return await self._store.get_round(rid)
+            except StorageError as exc:
+                log.warning("round %s: cannot read its state: %s", rid, exc)
+                await asyncio.sleep(delay)
+        return await self._store.get_round(rid)
+
+    async def _step(self, record: RoundRecord) -> None:
+        phase = record.phase
+        if phase is RoundPhase.CREATED:
+            await self._commit_and_open(record)
+        elif phase is RoundPhase.OPEN:
+            await self._take_bets_then_close(record)
+        elif phase is RoundPhase.CLOSED:
+            await self._draw(record)
+        elif phase is RoundPhase.DRAWN:
+            await self._settle(record)
+        elif phase is RoundPhase.SETTLED:
+            await self._transition(record, RoundPhase.PUBLISHED)
+        elif phase is RoundPhase.PUBLISHED:
+            await self._reveal(record)
+
+    async def _transition(self, record: RoundRecord, to: RoundPhase, detail: dict[str, Any] | None = None, **columns: Any) -> None:
+        await self._store.transition(record.round_id, record.phase, to, detail, **columns)
+        public = {k: v for k, v in columns.items() if k in _PUBLIC_EVENT_COLUMNS}
+        if to is RoundPhase.OPEN:
+            public.update(opens_at=record.opens_at, closes_at=record.closes_at, commitment=record.commitment)
+        self._changed(record.round_id, to, public)
+
+    def _changed(self, rid: str, phase: RoundPhase, extra: dict[str, Any] | None = None) -> None:
+        self.phases[rid] = phase.value
+        if phase is RoundPhase.REVEALED:
+            self.stats.rounds_revealed += 1
+        elif phase is RoundPhase.VOIDED:
+            self.stats.rounds_voided += 1
+        event = {"table_id": self.table.table_id, "round_id": rid, "phase": phase.value, "at": now_ms(), **(extra or {})}
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a feed must not stop a round
+                log.exception("round listener failed")
+
+    async def _commit_and_open(self, record: RoundRecord) -> None:
+        rid = record.round_id
+        if record.commit_tx is None:
+            remaining_s = (record.opens_at - now_ms()) / 1000
+            if remaining_s <= 0:
+                await self._skip(record, "its commitment was not on chain before it was due to open")
+                return
+            try:
+                proof = await asyncio.wait_for(self._notary.commit(rid, record.commitment), remaining_s)
+                if self._chain_id is None:
+                    self._chain_id = await self._notary.chain_id()
+            except (TimeoutError, NotaryUnavailableError) as exc:
+                await self._skip(record, f"its commitment was not on chain in time ({type(exc).__name__})")
+                return
+            await self._store.record_commitment(rid, proof, self._chain_id)
+        # Never open a round whose betting window is (nearly) over: void it instead.
+        if now_ms() >= record.closes_at - min(500, self.table.period_ms // 10):
+            await self._void(record, "interrupted before betting opened; its window passed")
+            return
+        await _sleep_until(record.opens_at)
+        await self._transition(record, RoundPhase.OPEN)
+
+    async def _skip(self, record: RoundRecord, why: str) -> None:
+        self.stats.rounds_skipped += 1
+        log.warning("round %s skipped: %s", record.round_id, why)
+        await self._store.log_event("round_skipped", record.round_id, {"reason": why})
+        await self._void(record, f"skipped: {why}")
+
+    async def _take_bets_then_close(self, record: RoundRecord) -> None:
+        state = self._open.setdefault(record.round_id, _OpenRound(record))
+        await _sleep_until(record.closes_at)
+        state.accepting = False
+        if state.in_flight:
+            state.idle.clear()
+            await state.idle.wait()
+        await self._transition(record, RoundPhase.CLOSED)
+        self._open.pop(record.round_id, None)
+
+    async def _draw(self, record: RoundRecord) -> None:
+        # A ticket still pending was cut off between its row and its debit by a crash:
+        # nobody was told it was placed, so it is refunded (or tombstoned) exactly once.
+        pending = await self._store.tickets(record.round_id, ["pending"])
+        if pending:
+            await self._refund(record, pending, "placement interrupted")
+        seed = self._vault.open(record.seed_ciphertext, record.round_id)
+        try:
+            salt = await self._notary.salt_after(record.closes_at / 1000, self._salt_wait_s)
+        except TimeoutError as exc:
+            raise NotaryUnavailableError(f"no block after the close yet: {exc}") from exc
+        numbers = draw(seed, salt["hash"], record.nonce, derivation=record.derivation)
+        await self._transition(
+            record,
+            RoundPhase.DRAWN,
+            {"salt_block": salt["block"]},
+            client_seed=salt["hash"],
+            salt_block=salt["block"],
+            numbers=list(numbers),
+        )
+
+    async def settle_round(self, record: RoundRecord) -> None:
+        """Settle a drawn round now (benchmarks and tools; the schedule does this itself)."""
+        if record.phase is not RoundPhase.DRAWN:
+            raise LifecycleError(f"round {record.round_id} is {record.phase.value}, not drawn")
+        await self._settle(record)
+
+    async def _settle(self, record: RoundRecord) -> None:
+        began = time.perf_counter()
+        assert record.numbers is not None
+        # 'settled' rows are included so a replay after a crash rebuilds identical commands
+        tickets = await self._store.tickets(record.round_id, ["placed", "settled"])
+        summary: dict[str, Any] = {"tickets": len(tickets), "gross": "0", "paid": "0", "factor": "1", "capped": False}
+        if tickets:
+            book = TicketBook.from_picks([t.picks for t in tickets], [t.stake for t in tickets])
+            result = settle(
+                book,
+                record.numbers,
+                self.paytables,
+                max_win_minor=self.table.max_win_minor,
+                round_cap_minor=self.table.round_liability_cap_minor,
+            )
+            payouts = [int(p) for p in result.payouts]
+            hits = [int(h) for h in result.hits]
+            balances, txs, skipped = await self._credit(record, tickets, payouts)
+            settled = [i for i, t in enumerate(tickets) if t.ticket_id not in skipped]
+            await self._store.record_results(
+                [tickets[i].ticket_id for i in settled],
+                [hits[i] for i in settled],
+                [payouts[i] for i in settled],
+                [balances[i] for i in settled],
+                [txs[i] for i in settled],
+            )
+            if skipped:
+                await self._store.mark_refunded(sorted(skipped), state="rolled_back")
+            summary = {
+                "tickets": len(tickets),
+                "winners": sum(1 for p in payouts if p > 0),
+                "gross": str(result.gross_total),
+                "paid": str(result.paid_total),
+                "factor": f"{result.factor.numerator}/{result.factor.denominator}",
+                "capped": bool(result.capped),
+            }
+        await self._transition(record, RoundPhase.SETTLED, summary, settlement=summary)
+        self.stats.last_settle_ms = (time.perf_counter() - began) * 1000
+        self.stats.last_settle_tickets = len(tickets)
+
+    async def _credit(
+        self, record: RoundRecord, tickets: Sequence[TicketRow], payouts: Sequence[int]
+    ) -> tuple[list[int | None], list[int | None], set[str]]:
+        """One SETTLE command per account: its tickets' wins, idempotent per round."""
+        by_account: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+        for index, ticket in enumerate(tickets):
+            by_account[(ticket.operator_id, ticket.player_id, ticket.currency)].append(index)
+        commands = []
+        groups = []
+        for (operator_id, player_id, currency), indexes in by_account.items():
+            for start in range(0, len(indexes), _MAX_TICKETS_PER_CALL):
+                part = indexes[start : start + _MAX_TICKETS_PER_CALL]
+                lines = tuple((tickets[i].bet_key, payouts[i]) for i in part)
+                suffix = "" if start == 0 else f":{start // _MAX_TICKETS_PER_CALL}"
+                commands.append(
+                    Command(
+                        CommandKind.SETTLE,
+                        operator_id,
+                        player_id,
+                        currency,
+                        idempotency_key=f"settle:{record.round_id}{suffix}",
+                        amount=sum(p for _, p in lines),
+                        round_ref=record.round_id,
+                        game_ref=f"keno:{self.table.table_id}",
+                        payouts=lines,
+                    )
+                )
+                groups.append(part)
+        results = await self._execute(commands)
+        balances: list[int | None] = [None] * len(tickets)
+        txs: list[int | None] = [None] * len(tickets)
+        skipped: set[str] = set()
+        failed = [r for r in results if r.code in (ResultCode.BUSY, ResultCode.UNAVAILABLE)]
+        if failed:
+            raise _Retry(f"{len(failed)} settlement command(s) not applied yet: {failed[0].message}")
+        for part, result in zip(groups, results, strict=True):
+            if not result.ok:
+                # The account refused as a whole (unknown account, currency): its tickets
+                # cannot be paid; leave them for an operator and say so loudly.
+                raise _Retry(f"settlement refused for an account: {result.code.value} {result.message}")
+            skipped_keys = {entry.split("=", 1)[0] for entry in result.skipped}
+            for i in part:
+                balances[i] = result.balance
+                txs[i] = result.tx_id
+                if tickets[i].bet_key in skipped_keys:
+                    skipped.add(tickets[i].ticket_id)
+        return balances, txs, skipped
+
+    async def _reveal(self, record: RoundRecord) -> None:
+        seed = self._vault.open(record.seed_ciphertext, record.round_id)
+        proof = await self._notary.reveal(record.round_id, seed)
+        await self._transition(
+            record,
+            RoundPhase.REVEALED,
+            None,
+            revealed_seed=seed,
+            reveal_tx=proof["tx"],
+            reveal_block=proof["block"],
+            reveal_root=proof["root"],
+            reveal_proof=proof,
+        )
+
+    # -- voiding --------------------------------------------------------------------------
+
+    async def _void(self, record: RoundRecord, reason: str) -> None:
+        self._open.pop(record.round_id, None)
+        tickets = await self._store.tickets(record.round_id, ["pending", "placed"])
+        if tickets:
+            await self._refund(record, tickets, reason)
+        await self._transition(record, RoundPhase.VOIDED, {"reason": reason}, void_reason=reason)
+
+    async def _cannot_complete(self, record: RoundRecord, reason: str) -> None:
+        """GLI-19 interrupted game that cannot finish: void, refund, disable the table."""
+        log.error("round %s cannot complete: %s; voiding and disabling table %s", record.round_id, reason, self.table.table_id)
+        await self._void(record, reason)
+        self._enabled = False
+        self._disabled_reason = f"round {record.round_id} could not complete: {reason}"
+        await self._store.set_table_enabled(self.table.table_id, False, self._disabled_reason)
+
+    async def _refund(self, record: RoundRecord, tickets: Sequence[TicketRow], reason: str) -> None:
+        commands = [
+            Command(
+                CommandKind.ROLLBACK,
+                t.operator_id,
+                t.player_id,
+                t.currency,
+                idempotency_key=f"refund:{t.ticket_id}",
+                reference=t.bet_key,
+                round_ref=record.round_id,
+                game_ref=f"keno:{self.table.table_id}",
+            )
+            for t in tickets
+        ]
+        results = await self._execute(commands)
+        done = [
+            t.ticket_id
+            for t, r in zip(tickets, results, strict=True)
+            if r.ok or r.code is ResultCode.ROLLED_BACK or r.code is ResultCode.UNKNOWN_ACCOUNT
+        ]
+        if len(done) < len(tickets):
+            codes = {r.code.value for r in results if not r.ok}
+            raise _Retry(f"{len(tickets) - len(done)} refund(s) not applied yet ({', '.join(sorted(codes))})")
+        await self._store.mark_refunded(done)
+        log.info("round %s: %d ticket(s) refunded (%s)", record.round_id, len(done), reason)
+
+    # -- bets -----------------------------------------------------------------------------
+
+    def current_round(self) -> dict[str, Any] | None:
+        for rid, state in self._open.items():
+            if state.accepting and now_ms() < state.record.closes_at:
+                r = state.record
+                return {"round_id": rid, "table_id": r.table_id, "opens_at": r.opens_at, "closes_at": r.closes_at,
+                        "draws_at": r.draws_at, "commitment": r.commitment, "nonce": r.nonce}
+        return None
+
+    async def place(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Place Keno tickets in the open round. One answer per request, in order.
+
+        A request: ``{"operator_id", "player_id", "currency", "picks", "stake"}`` plus
+        optional ``"ticket_id"`` (a repeat of a known id returns the stored ticket) and
+        ``"round_id"`` (default: the open round).
+        """
+        answers: list[dict[str, Any] | None] = [None] * len(requests)
+        valid: list[tuple[int, TicketRow]] = []
+        by_round: dict[str, _OpenRound] = {}
+        for index, request in enumerate(requests):
+            try:
+                state = self._round_for(request.get("round_id"))
+                ticket = self._ticket(request, state.record.round_id)
+            except BetRefusedError as exc:
+                answers[index] = {"status": "rejected", "code": exc.code, "message": str(exc)}
+                continue
+            by_round[state.record.round_id] = state
+            valid.append((index, ticket))
+        if valid:
+            for state in by_round.values():
+                state.in_flight += 1
+            try:
+                placed = await self._place_batched([t for _, t in valid])
+                for index, answer in zip([i for i, _ in valid], placed, strict=True):
+                    answers[index] = answer
+            finally:
+                for state in by_round.values():
+                    state.in_flight -= 1
+                    if not state.in_flight:
+                        state.idle.set()
+        return [a for a in answers if a is not None]
+
+    def _round_for(self, requested: object) -> _OpenRound:
+        if not self._enabled:
+            raise BetRefusedError("table_disabled", f"table {self.table.table_id} is disabled: {self._disabled_reason}")
+        now = now_ms()
+        if requested is None:
+            for state in self._open.values():
+                if state.accepting and now < state.record.closes_at:
+                    return state
+            raise BetRefusedError("no_open_round", "no round is open for bets right now; retry in a moment")
+        if not isinstance(requested, str):
+            raise BetRefusedError("bad_request", "round_id must be a string")
+        state_or_none = self._open.get(requested)
+        if state_or_none is None or not state_or_none.accepting or now >= state_or_none.record.closes_at:
+            raise BetRefusedError("round_closed", f"round {requested} is not open for bets")
+        return state_or_none
+
+    def _ticket(self, request: dict[str, Any], rid: str) -> TicketRow:
+        try:
+            raw_picks: Any = request.get("picks")
+            picks = validate_picks(raw_picks)
+            spots = len(picks)
+            self.paytables.for_spots(spots)
+        except ProtocolError as exc:
+            raise BetRefusedError("bad_picks", str(exc)) from exc
+        except RgsError as exc:
+            raise BetRefusedError("spots_not_offered", str(exc)) from exc
+        stake = request.get("stake")
+        try:
+            check_minor(stake, what="stake")  # type: ignore[arg-type]
+        except RgsError as exc:
+            raise BetRefusedError("bad_stake", str(exc)) from exc
+        assert isinstance(stake, int)
+        if stake < max(1, self.table.min_stake_minor):
+            raise BetRefusedError("stake_too_low", f"stake must be at least {max(1, self.table.min_stake_minor)} minor units")
+        if self.table.max_stake_minor is not None and stake > self.table.max_stake_minor:
+            raise BetRefusedError("stake_too_high", f"stake must be at most {self.table.max_stake_minor} minor units")
+        currency = request.get("currency")
+        if currency not in self.table.currencies:
+            raise BetRefusedError("currency_not_offered", f"table {self.table.table_id} plays {', '.join(self.table.currencies)}")
+        operator_id, player_id = request.get("operator_id"), request.get("player_id")
+        for name, value in (("operator_id", operator_id), ("player_id", player_id)):
+            if not isinstance(value, str) or not 1 <= len(value) <= 128 or value.startswith("~"):
+                raise BetRefusedError("bad_request", f"{name} must be a string of 1..128 characters")
+        ticket_id = request.get("ticket_id") or uuid.uuid4().hex
+        if not isinstance(ticket_id, str) or not 1 <= len(ticket_id) <= 64:
+            raise BetRefusedError("bad_request", "ticket_id must be a string of 1..64 characters")
+        assert isinstance(operator_id, str) and isinstance(player_id, str) and isinstance(currency, str)
+        return TicketRow(ticket_id, rid, operator_id, player_id, currency, picks, stake, "pending")
+
+    async def _place_batched(self, tickets: list[TicketRow]) -> list[dict[str, Any]]:
+        """Place with whoever else is placing now: one ticket insert, one round of wallet
+        commands and one update for many concurrent callers (a call costs about as much
+        as a whole batch, see DESIGN.md's costs table)."""
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._place_queue.append((tickets, future))
+        if self._placer is None or self._placer.done():
+            self._placer = asyncio.ensure_future(self._place_forever())
+        return await future
+
+    async def _place_forever(self) -> None:
+        while self._place_queue:
+            batch, self._place_queue = self._place_queue[:_PLACE_BATCH], self._place_queue[_PLACE_BATCH:]
+            tickets = [t for chunk, _ in batch for t in chunk]
+            ids = [t.ticket_id for t in tickets]
+            if len(set(ids)) != len(ids):
+                # the same ticket id twice in one batch: place the requests one by one
+                for chunk, future in batch:
+                    await self._settle_future(future, self._place(chunk))
+                continue
+            try:
+                answers = await self._place(tickets)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for chunk, future in batch:
+                if not future.done():
+                    future.set_result(answers[start : start + len(chunk)])
+                start += len(chunk)
+
+    @staticmethod
+    async def _settle_future(future: asyncio.Future[list[dict[str, Any]]], work: Awaitable[list[dict[str, Any]]]) -> None:
+        try:
+            result = await work
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+    async def _place(self, tickets: list[TicketRow]) -> list[dict[str, Any]]:
+        existing = set(await self._store.insert_pending(self.table.table_id, tickets, self.table.paytable_set))
+        fresh = [t for t in tickets if t.ticket_id not in existing]
+        commands = [
+            Command(
+                CommandKind.BET,
+                t.operator_id,
+                t.player_id,
+                t.currency,
+                idempotency_key=t.bet_key,
+                amount=t.stake,
+                round_ref=t.round_id,
+                game_ref=f"keno:{self.table.table_id}",
+            )
+            for t in fresh
+        ]
+        results = await self._execute(commands) if commands else []
+        placed: list[tuple[str, int, int, int | None]] = []
+        rejected: list[tuple[str, str]] = []
+        answers: dict[str, dict[str, Any]] = {}
+        for ticket, result in zip(fresh, results, strict=True):
+            if result.ok and result.balance is not None:
+                placed.append((ticket.ticket_id, result.balance + ticket.stake, result.balance, result.tx_id))
+                answers[ticket.ticket_id] = {
+                    "status": "placed",
+                    "ticket_id": ticket.ticket_id,
+                    "round_id": ticket.round_id,
+                    "picks": list(ticket.picks),
+                    "stake": ticket.stake,
+                    "currency": ticket.currency,
+                    "balance": result.balance,
+                }
+            elif result.code in (ResultCode.BUSY, ResultCode.UNAVAILABLE):
+                # Outcome unknown: the ticket stays pending and is refunded at the close.
+                answers[ticket.ticket_id] = {"status": "rejected", "code": "unavailable", "ticket_id": ticket.ticket_id,
+                                             "message": "wallet unavailable; the ticket will be refunded if it was debited"}
+            else:
+                rejected.append((ticket.ticket_id, result.code.value))
+                answers[ticket.ticket_id] = {"status": "rejected", "code": result.code.value,
+                                             "ticket_id": ticket.ticket_id, "message": result.message,
+                                             "balance": result.balance}
+        await self._store.finish_placement(placed, rejected)
+        self.stats.tickets_placed += len(placed)
+        self.stats.tickets_rejected += len(rejected)
+        out = []
+        for ticket in tickets:
+            if ticket.ticket_id in answers:
+                out.append(answers[ticket.ticket_id])
+            else:
+                stored = await self._store.ticket(ticket.ticket_id)
+                out.append({"status": "repeat", "ticket": stored})
+        return out
+
+    async def rollback(self, ticket_id: str) -> dict[str, Any]:
+        """Cancel a ticket while its round still takes bets (refund the stake)."""
+        stored = await self._store.ticket(ticket_id)
+        if stored is None:
+            raise BetRefusedError("unknown_ticket", f"no ticket {ticket_id}")
+        if stored["state"] == "rolled_back":
+            return {"status": "rolled_back", "ticket_id": ticket_id, "repeat": True}
+        state = self._open.get(stored["round_id"])
+        if state is None or not state.accepting or now_ms() >= state.record.closes_at:
+            raise BetRefusedError("round_closed", f"round {stored['round_id']} no longer takes bets or rollbacks")
+        if stored["state"] != "placed":
+            raise BetRefusedError("not_placed", f"ticket {ticket_id} is {stored['state']}")
+        state.in_flight += 1
+        try:
+            [result] = await self._execute(
+                [
+                    Command(
+                        CommandKind.ROLLBACK,
+                        stored["operator_id"],
+                        stored["player_id"],
+                        stored["currency"],
+                        idempotency_key=f"cancel:{ticket_id}",
+                        reference=bet_key(ticket_id),
+                        round_ref=stored["round_id"],
+                        game_ref=f"keno:{self.table.table_id}",
+                    )
+                ]
+            )
+            if not (result.ok or result.code is ResultCode.ROLLED_BACK):
+                raise BetRefusedError(result.code.value, result.message or "rollback refused")
+            await self._store.mark_refunded([ticket_id], state="rolled_back")
+        finally:
+            state.in_flight -= 1
+            if not state.in_flight:
+                state.idle.set()
+        return {"status": "rolled_back", "ticket_id": ticket_id, "balance": result.balance}
+
+
+# What a phase event may tell the world (the seed only once revealed, which is when it is set).
+_PUBLIC_EVENT_COLUMNS = frozenset({"numbers", "client_seed", "salt_block", "settlement", "revealed_seed", "void_reason"})
+
+
+class _Retry(RgsError):
+    """A step could not finish yet (shards busy or away); the round is driven again."""
+
+
+async def _sleep_until(at_ms: int) -> None:
+    delay = (at_ms - now_ms()) / 1000
+    if delay > 0:
+        await asyncio.sleep(delay)
