@@ -22,7 +22,6 @@ import json
 import random
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -267,16 +266,12 @@ async def _run(config: Any, duration: float, concurrency: int, address: str | No
 
     from actors.router import ShardRouter
     from actors.shard import start_shards, tune_interpreter
-    from storage.database import migrate, resolve_database
+    from storage.database import create_scratch_database, drop_scratch_database, resolve_database
 
     tune_interpreter()
     url, server = resolve_database(config.database_url, config.pg_data_dir)
-    database = f"rgs_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(url)
-    await admin.execute(f"CREATE DATABASE {database}")
-    await admin.close()
-    bench_url = f"{url.rsplit('/', 1)[0]}/{database}"
-    await migrate(bench_url)
+    bench_url = await create_scratch_database(url, "rgs_bench")
+    database = bench_url.rsplit("/", 1)[1]
     players_n = 1000
     shards = None
     try:
@@ -345,8 +340,6 @@ async def _run(config: Any, duration: float, concurrency: int, address: str | No
     finally:
         if shards is not None:
             shards.stop()
-        admin = await asyncpg.connect(url)
-        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        await admin.close()
+        await drop_scratch_database(url, bench_url)
         if server is not None:
             server.stop()

@@ -144,6 +144,9 @@ async def _operator_credentials(pool: asyncpg.Pool, seed_key_hex: str, base_url:
         "operator_id": DEMO_OPERATOR,
         "client_id": client_id,
         "client_secret": client_secret,
+        # the secret that signs requests (X-Signature); one secret, named as the demo
+        # file's contract names it
+        "hmac_secret": client_secret,
         "api_base_url": f"{base_url}/api",
         "signing": "X-Signature = hex HMAC-SHA256(client_secret, timestamp + '.' + METHOD + '.' + path_with_query + '.' + body)",
     }

@@ -6,14 +6,16 @@ Foreign connection errors become :class:`~storage.errors.DatabaseUnavailableErro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 
 from storage.embedded import EmbeddedPostgres
-from storage.errors import DatabaseUnavailableError
+from storage.errors import DatabaseUnavailableError, StorageError
 from storage.migrations import apply_migrations
 
 __all__ = [
@@ -21,9 +23,14 @@ __all__ = [
     "connect",
     "connection",
     "create_pool",
+    "create_scratch_database",
+    "drop_scratch_database",
     "migrate",
     "resolve_database",
+    "run_on_pool",
 ]
+
+T = TypeVar("T")
 
 # What a lost or refused connection looks like from asyncpg and the OS.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -39,7 +46,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def resolve_database(database_url: str | None, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
+def resolve_database(
+    database_url: str | None, data_dir: Path
+) -> tuple[str, EmbeddedPostgres | None]:
     """The URL to use, and the embedded server this call started (None when it was
     already running or the database is external: then it is not ours to stop)."""
     if database_url:
@@ -54,16 +63,58 @@ async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connect
     try:
         return await asyncpg.connect(url, timeout=connect_timeout)
     except CONNECTION_ERRORS as exc:
-        raise DatabaseUnavailableError(f"cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot connect to PostgreSQL at {_redact(url)}: {exc}"
+        ) from exc
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=10)
     except CONNECTION_ERRORS as exc:
-        raise DatabaseUnavailableError(f"cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot connect to PostgreSQL at {_redact(url)}: {exc}"
+        ) from exc
     assert pool is not None
     return pool
+
+
+async def run_on_pool(
+    pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection], Awaitable[T]], what: str
+) -> T:
+    """``fn`` on a pooled connection, with asyncpg's errors as ours: a lost server is
+    :class:`DatabaseUnavailableError` (retry), a refused statement :class:`StorageError`."""
+    try:
+        async with pool.acquire() as conn:
+            return await fn(conn)
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailableError(f"lost PostgreSQL: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StorageError(f"the database refused {what}: {exc}") from exc
+
+
+async def create_scratch_database(url: str, prefix: str = "rgs_scratch") -> str:
+    """A fresh, migrated database on ``url``'s server (benchmarks); returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await connect(url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    scratch = f"{url.rsplit('/', 1)[0]}/{name}"
+    await migrate(scratch)
+    return scratch
+
+
+async def drop_scratch_database(url: str, scratch_url: str) -> None:
+    """Drop a database made by :func:`create_scratch_database` from ``url``'s, cutting
+    its clients off."""
+    name = scratch_url.rsplit("/", 1)[1]
+    admin = await connect(url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 async def migrate(url: str) -> list[str]:

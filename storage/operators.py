@@ -63,11 +63,9 @@ from core.operator_auth import (
     parse_allow_list,
 )
 from core.risk import RiskLimits
-from storage.database import CONNECTION_ERRORS
+from storage.database import create_pool, run_on_pool
 from storage.errors import (
-    DatabaseUnavailableError,
     OperatorExistsError,
-    StorageError,
     UnknownOperatorError,
 )
 
@@ -181,7 +179,9 @@ def _check_rate_limit(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000_000:
-        raise ConfigError(f"rate_limit_per_min must be an integer in 1..10000000 or None, got {value!r}")
+        raise ConfigError(
+            f"rate_limit_per_min must be an integer in 1..10000000 or None, got {value!r}"
+        )
     return value
 
 
@@ -199,7 +199,9 @@ def _check_idempotency_key(key: object) -> str:
         or not key.isascii()
         or not key.isprintable()
     ):
-        raise ProtocolError(f"Idempotency-Key must be 1..{_MAX_KEY_CHARS} printable ASCII characters")
+        raise ProtocolError(
+            f"Idempotency-Key must be 1..{_MAX_KEY_CHARS} printable ASCII characters"
+        )
     return key
 
 
@@ -217,24 +219,13 @@ class OperatorStore:
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 4) -> OperatorStore:
-        try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, timeout=10)
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailableError(f"cannot reach PostgreSQL: {exc}") from exc
-        assert pool is not None
-        return cls(pool)
+        return cls(await create_pool(url, max_size=max_size))
 
     async def close(self) -> None:
         await self._pool.close()
 
     async def _run(self, fn: Any, what: str) -> Any:
-        try:
-            async with self._pool.acquire() as conn:
-                return await fn(conn)
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailableError(f"lost PostgreSQL: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise StorageError(f"the database refused {what}: {exc}") from exc
+        return await run_on_pool(self._pool, fn, what)
 
     # -- credentials ----------------------------------------------------------------------
 
@@ -290,8 +281,13 @@ class OperatorStore:
                         conn,
                         "operator_created",
                         f"operator:{operator_id}",
-                        {"client_id": client_id, "tier": tier, "rate_limit_per_min": rate,
-                         "ip_allow_list": allow, "risk": limits.to_mapping()},
+                        {
+                            "client_id": client_id,
+                            "tier": tier,
+                            "rate_limit_per_min": rate,
+                            "ip_allow_list": allow,
+                            "risk": limits.to_mapping(),
+                        },
                     )
                 return bool(created)
 
@@ -371,11 +367,15 @@ class OperatorStore:
         if not await self._run(run, "an operator's settings"):
             raise UnknownOperatorError(f"operator {operator_id!r} has no API credentials")
 
-    async def credentials(self, operator_id: str, vault: CredentialVault) -> OperatorCredentials | None:
+    async def credentials(
+        self, operator_id: str, vault: CredentialVault
+    ) -> OperatorCredentials | None:
         """The operator's credentials with the secret opened, or None if it has none."""
         return await self._credentials("operator_id", operator_id, vault)
 
-    async def credentials_by_client_id(self, client_id: str, vault: CredentialVault) -> OperatorCredentials | None:
+    async def credentials_by_client_id(
+        self, client_id: str, vault: CredentialVault
+    ) -> OperatorCredentials | None:
         """The credentials of ``client_id`` (the token endpoint's look-up), or None."""
         return await self._credentials("client_id", client_id, vault)
 
@@ -402,7 +402,9 @@ class OperatorStore:
             tier=row["tier"],
             rate_limit_per_min=row["rate_limit_per_min"],
             ip_allow_list=tuple(row["ip_allow_list"]),
-            risk=RiskLimits.from_mapping(_json(row["risk"]), where=f"operator {operator_id!r} risk"),
+            risk=RiskLimits.from_mapping(
+                _json(row["risk"]), where=f"operator {operator_id!r} risk"
+            ),
             enabled=bool(row["enabled"]),
         )
 
@@ -464,14 +466,20 @@ class OperatorStore:
         result: Begin = await self._run(run, "an idempotency claim")
         return result
 
-    async def finish_request(self, operator_id: str, key: str, status_code: int, body: bytes) -> bool:
+    async def finish_request(
+        self, operator_id: str, key: str, status_code: int, body: bytes
+    ) -> bool:
         """Store a claimed request's answer; True if stored.
 
         A 5xx is not stored: the claim is dropped so that a retry runs again (False).
         False too if the claim is gone or already finished (another attempt won).
         """
         _check_idempotency_key(key)
-        if isinstance(status_code, bool) or not isinstance(status_code, int) or not 100 <= status_code <= 599:
+        if (
+            isinstance(status_code, bool)
+            or not isinstance(status_code, int)
+            or not 100 <= status_code <= 599
+        ):
             raise ProtocolError(f"an HTTP status is 100..599, got {status_code!r}")
         if status_code >= 500:
             await self.abandon_request(operator_id, key)
@@ -530,7 +538,9 @@ class OperatorStore:
 
     # -- risk -----------------------------------------------------------------------------
 
-    async def volume_today(self, operator_id: str, player_id: str, currency: str, *, day_start: datetime) -> int:
+    async def volume_today(
+        self, operator_id: str, player_id: str, currency: str, *, day_start: datetime
+    ) -> int:
         """The player's stakes in ``currency`` on the UTC day starting at ``day_start``."""
         start = _aware(day_start, "day_start")
 
@@ -621,18 +631,33 @@ class OperatorStore:
         if not isinstance(kind, str) or not kind:
             raise ConfigError("a flag's kind must be a non-empty string")
         wanted = "suspended" if suspended else "flagged"
-        return await self._set_state(operator_id, player_id, wanted, kind, dict(detail), lower=False)
+        return await self._set_state(
+            operator_id, player_id, wanted, kind, dict(detail), lower=False
+        )
 
     async def clear_player(self, operator_id: str, player_id: str, *, reason: str) -> bool:
         """Lift a flag or suspension (a person decided); True if the state changed."""
         if not isinstance(reason, str) or not reason.strip():
             raise ConfigError("clearing a player needs a reason")
-        return await self._set_state(operator_id, player_id, "clear", "cleared", {"reason": reason}, lower=True)
+        return await self._set_state(
+            operator_id, player_id, "clear", "cleared", {"reason": reason}, lower=True
+        )
 
     async def _set_state(
-        self, operator_id: str, player_id: str, state: str, kind: str, detail: dict[str, Any], *, lower: bool
+        self,
+        operator_id: str,
+        player_id: str,
+        state: str,
+        kind: str,
+        detail: dict[str, Any],
+        *,
+        lower: bool,
     ) -> bool:
-        event_kind = {"flagged": "player_flagged", "suspended": "player_suspended", "clear": "player_cleared"}[state]
+        event_kind = {
+            "flagged": "player_flagged",
+            "suspended": "player_suspended",
+            "clear": "player_cleared",
+        }[state]
         detail_json = json.dumps(detail, default=str)
 
         async def run(conn: asyncpg.Connection) -> bool:
@@ -665,8 +690,13 @@ class OperatorStore:
                     conn,
                     event_kind,
                     f"player:{operator_id}:{player_id}",
-                    {"operator_id": operator_id, "player_id": player_id, "from": current, "kind": kind,
-                     "detail": detail},
+                    {
+                        "operator_id": operator_id,
+                        "player_id": player_id,
+                        "from": current,
+                        "kind": kind,
+                        "detail": detail,
+                    },
                 )
                 return True
 
@@ -687,10 +717,19 @@ class OperatorStore:
         row = await self._run(run, "a player's risk state")
         if row is None:
             return None
-        return PlayerRisk(operator_id, player_id, row["state"], row["kind"], json.loads(row["detail"]), row["updated_at"])
+        return PlayerRisk(
+            operator_id,
+            player_id,
+            row["state"],
+            row["kind"],
+            json.loads(row["detail"]),
+            row["updated_at"],
+        )
 
 
-async def _event(conn: asyncpg.Connection, kind: str, subject: str, detail: Mapping[str, Any]) -> None:
+async def _event(
+    conn: asyncpg.Connection, kind: str, subject: str, detail: Mapping[str, Any]
+) -> None:
     await conn.execute(
         "INSERT INTO significant_events (kind, subject, detail) VALUES ($1, $2, $3::jsonb)",
         kind,

@@ -23,8 +23,7 @@ import asyncpg
 
 from core.errors import LifecycleError
 from core.rounds import RoundPhase
-from storage.database import CONNECTION_ERRORS
-from storage.errors import DatabaseUnavailableError, StorageError
+from storage.database import create_pool, run_on_pool
 
 __all__ = [
     "PUBLIC_ROUND_COLUMNS",
@@ -123,9 +122,21 @@ PUBLIC_ROUND_COLUMNS = (
 # The columns a transition may set alongside the phase.
 _SETTABLE = frozenset(
     {
-        "commit_tx", "commit_block", "commit_root", "commit_proof", "client_seed", "salt_block",
-        "numbers", "revealed_seed", "reveal_tx", "reveal_block", "reveal_root", "reveal_proof",
-        "settlement", "void_reason", "chain_id",
+        "commit_tx",
+        "commit_block",
+        "commit_root",
+        "commit_proof",
+        "client_seed",
+        "salt_block",
+        "numbers",
+        "revealed_seed",
+        "reveal_tx",
+        "reveal_block",
+        "reveal_root",
+        "reveal_proof",
+        "settlement",
+        "void_reason",
+        "chain_id",
     }
 )
 _JSON_COLUMNS = frozenset({"commit_proof", "reveal_proof", "settlement"})
@@ -145,24 +156,13 @@ class RoundStore:
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 4) -> RoundStore:
-        try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, timeout=10)
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailableError(f"cannot reach PostgreSQL: {exc}") from exc
-        assert pool is not None
-        return cls(pool)
+        return cls(await create_pool(url, max_size=max_size))
 
     async def close(self) -> None:
         await self._pool.close()
 
     async def _run(self, fn: Any) -> Any:
-        try:
-            async with self._pool.acquire() as conn:
-                return await fn(conn)
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailableError(f"lost PostgreSQL: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise StorageError(f"the database refused a round update: {exc}") from exc
+        return await run_on_pool(self._pool, fn, "a round update")
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -191,7 +191,12 @@ class RoundStore:
                     enabled,
                     None if enabled else reason,
                 )
-                await _event(conn, "table_enabled" if enabled else "table_disabled", table_id, {"reason": reason})
+                await _event(
+                    conn,
+                    "table_enabled" if enabled else "table_disabled",
+                    table_id,
+                    {"reason": reason},
+                )
 
         await self._run(run)
 
@@ -210,7 +215,12 @@ class RoundStore:
                 limit,
             )
             return [
-                {"kind": r["kind"], "subject": r["subject"], "detail": json.loads(r["detail"]), "at": r["at"].isoformat()}
+                {
+                    "kind": r["kind"],
+                    "subject": r["subject"],
+                    "detail": json.loads(r["detail"]),
+                    "at": r["at"].isoformat(),
+                }
                 for r in rows
             ]
 
@@ -285,7 +295,9 @@ class RoundStore:
         result: list[RoundRecord] = await self._run(run)
         return result
 
-    async def record_commitment(self, round_id: str, proof: dict[str, Any], chain_id: int | None) -> None:
+    async def record_commitment(
+        self, round_id: str, proof: dict[str, Any], chain_id: int | None
+    ) -> None:
         """Where the commitment was published (the round stays ``created`` until it opens)."""
 
         async def run(conn: asyncpg.Connection) -> None:
@@ -304,7 +316,12 @@ class RoundStore:
         await self._run(run)
 
     async def transition(
-        self, round_id: str, from_phase: RoundPhase, to_phase: RoundPhase, detail: dict[str, Any] | None = None, **columns: Any
+        self,
+        round_id: str,
+        from_phase: RoundPhase,
+        to_phase: RoundPhase,
+        detail: dict[str, Any] | None = None,
+        **columns: Any,
     ) -> bool:
         """Move a round from ``from_phase`` to ``to_phase``, setting ``columns`` with it.
 
@@ -317,7 +334,8 @@ class RoundStore:
             raise LifecycleError(f"a transition cannot set {', '.join(sorted(unknown))}")
         names = sorted(columns)
         assignments = "".join(
-            f", {name} = ${i + 3}{'::jsonb' if name in _JSON_COLUMNS else ''}" for i, name in enumerate(names)
+            f", {name} = ${i + 3}{'::jsonb' if name in _JSON_COLUMNS else ''}"
+            for i, name in enumerate(names)
         )
         values = [json.dumps(columns[n]) if n in _JSON_COLUMNS else columns[n] for n in names]
 
@@ -331,7 +349,9 @@ class RoundStore:
                     *values,
                 )
                 if not moved:
-                    current = await conn.fetchval("SELECT phase FROM rounds WHERE round_id = $1", round_id)
+                    current = await conn.fetchval(
+                        "SELECT phase FROM rounds WHERE round_id = $1", round_id
+                    )
                     if current == to_phase.value:
                         return False
                     raise LifecycleError(
@@ -348,7 +368,9 @@ class RoundStore:
                     None if detail is None else json.dumps(detail),
                 )
                 if to_phase is RoundPhase.VOIDED:
-                    await _event(conn, "round_voided", round_id, {"from": from_phase.value, **(detail or {})})
+                    await _event(
+                        conn, "round_voided", round_id, {"from": from_phase.value, **(detail or {})}
+                    )
                 return True
 
         result: bool = await self._run(run)
@@ -403,7 +425,9 @@ class RoundStore:
 
     # -- tickets --------------------------------------------------------------------------
 
-    async def insert_pending(self, table_id: str, tickets: Sequence[TicketRow], paytable_set: str) -> list[str]:
+    async def insert_pending(
+        self, table_id: str, tickets: Sequence[TicketRow], paytable_set: str
+    ) -> list[str]:
         """Write new tickets as pending; return the ids that already existed (not rewritten)."""
 
         async def run(conn: asyncpg.Connection) -> list[str]:
@@ -484,8 +508,14 @@ class RoundStore:
             )
             return [
                 TicketRow(
-                    r["ticket_id"], r["round_id"], r["operator_id"], r["player_id"], r["currency"],
-                    tuple(r["picks"]), int(r["stake"]), r["state"],
+                    r["ticket_id"],
+                    r["round_id"],
+                    r["operator_id"],
+                    r["player_id"],
+                    r["currency"],
+                    tuple(r["picks"]),
+                    int(r["stake"]),
+                    r["state"],
                 )
                 for r in rows
             ]
@@ -540,7 +570,8 @@ class RoundStore:
     async def ticket_counts(self, round_id: str) -> dict[str, int]:
         async def run(conn: asyncpg.Connection) -> dict[str, int]:
             rows = await conn.fetch(
-                "SELECT state, count(*) AS n FROM tickets WHERE round_id = $1 GROUP BY state", round_id
+                "SELECT state, count(*) AS n FROM tickets WHERE round_id = $1 GROUP BY state",
+                round_id,
             )
             return {r["state"]: int(r["n"]) for r in rows}
 
