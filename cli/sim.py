@@ -131,6 +131,12 @@ def register(sub: Any) -> None:
     capacity.add_argument("--no-settlement", action="store_true",
                           help="no round-end Keno credits; wins arrive as wallet requests "
                                "(like `rgs bench wallet`)")
+    capacity.add_argument("--node-cores", type=_non_negative_int, default=None,
+                          help="simulate one node of N cores shared by every process (0: a core each)")
+    capacity.add_argument("--router-in-flight", type=_non_negative_int, default=None,
+                          help="requests a router keeps out per shard (0: unlimited)")
+    capacity.add_argument("--client-workers", type=_non_negative_int, default=None,
+                          help="N paced load-generator workers sending together (0: Poisson arrivals)")
     capacity.add_argument("--sweep", action="store_true", help="also sweep load as Ray tasks")
     capacity.add_argument("--workers", type=_non_negative_int, default=None,
                           help="sweep tasks at once (default: the cluster's CPUs; 0 = in process)")
@@ -345,6 +351,12 @@ def _run_capacity(args: argparse.Namespace) -> int:
         config = replace(config, workload=replace(config.workload, window_seconds=args.window))
     if args.no_settlement:
         config = replace(config, workload=replace(config.workload, settlement=False))
+    if args.client_workers is not None:
+        config = replace(config, workload=replace(config.workload, client_workers=args.client_workers))
+    if args.node_cores is not None:
+        config = replace(config, service=replace(config.service, node_cores=args.node_cores))
+    if args.router_in_flight is not None:
+        config = replace(config, service=replace(config.service, router_in_flight=args.router_in_flight))
     report = plan_capacity(
         players=args.players, bets_per_minute=args.bets_per_minute, tables=args.tables,
         config=config, target_p99_ms=args.target_p99_ms, replicas=args.replicas,
@@ -378,6 +390,11 @@ def _format_capacity(data: dict[str, Any]) -> str:
         f"{util['adapter_max']:.0%}, shards max {util['shard_max']:.0%}, "
         f"database {util['db']:.0%}; {ev['commits_per_s']:,.0f} commits/s of "
         f"{ev['mean_group_size']:.1f} entries, {ev['record_writes_per_s']:,.0f} record writes/s",
+        f"CPU demand {util['cpu_demand_cores']:.2f} cores"
+        + (f" on one node of {ev['node_cores']} shared cores ({util['node_cpu']:.0%})" if ev["node_cores"]
+           else " (each process on a core of its own)")
+        + f"; router: {ev['calls_per_s']:,.0f} shard requests/s, "
+        + (f"{ev['router_in_flight']} in flight per shard" if ev["router_in_flight"] else "no in-flight limit"),
         f"worst shard: #{worst_shard['shard']} p99 {worst_shard['p99_ms']:.1f} ms at "
         f"{worst_shard['utilization']:.0%}; worst replica: #{worst_replica['replica']} queue+service "
         f"p99 {worst_replica['p99_ms']:.1f} ms at {worst_replica['utilization']:.0%} (all in --json)",

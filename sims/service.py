@@ -79,6 +79,21 @@ class ServiceTimes:
     serve_batch_wait_ms: float
     serve_batch_max: int
     providers: int
+    # Mechanisms only the event loop expresses (sims/event_model.py); these defaults turn
+    # them off and keep the closed-form model.
+    #: Cores of the one node every process shares (0: each process has a core of its own).
+    node_cores: int = 0
+    #: The load generator's CPU per request on that node (0: it runs elsewhere).
+    client_request: Duration = Duration(0.0)
+    #: Requests a router keeps out per shard (0: unlimited, one request per command).
+    router_in_flight: int = 0
+    #: Share of ``adapter_request`` run after the shard answers (0: all before the call).
+    adapter_after_share: float = 0.0
+
+    @property
+    def needs_event_loop(self) -> bool:
+        return (self.node_cores > 0 or self.router_in_flight > 0 or self.adapter_after_share > 0
+                or self.client_request.mean_ms > 0)
 
     def db_capacity_per_s(self) -> float:
         """Most commands per second the database commits, with full groups."""
@@ -102,6 +117,10 @@ class Workload:
     #: round-end credits; each win arrives instead as its own wallet request (a seamless-
     #: wallet provider's win callback, as ``rgs bench wallet`` sends it).
     settlement: bool = True
+    #: 0: Poisson arrivals shaped as above. N > 0: a paced load generator of N workers
+    #: started together, as `rgs bench wallet` before its pacing was staggered: all N send
+    #: at once every N / rate seconds (flat load; exact while answers come back within it).
+    client_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -200,7 +219,7 @@ def load_config(path: str | Path | None = None) -> CapacityConfig:
         sources.append(f"overrides: {path}")
     s, w, d = merged["service"], merged["workload"], merged["deployment"]
     at = "service"
-    commit, record, adapter = s["db_commit_ms"], s["record_commit_ms"], s["adapter"]
+    commit, record, adapter, cpu = s["db_commit_ms"], s["record_commit_ms"], s["adapter"], s["cpu"]
     service = ServiceTimes(
         serve_request=_duration(s, "serve_request_ms", at),
         actor_call=_duration(s, "actor_call_ms", at),
@@ -230,6 +249,10 @@ def load_config(path: str | Path | None = None) -> CapacityConfig:
         serve_batch_max=int(_number(adapter, "serve_batch_max", f"{at}.adapter", low=1,
                                     high=100_000)),
         providers=int(_number(adapter, "providers", f"{at}.adapter", low=1, high=10_000)),
+        node_cores=int(_number(cpu, "node_cores", f"{at}.cpu", high=1024)),
+        client_request=_duration(cpu, "client_request_ms", f"{at}.cpu"),
+        router_in_flight=int(_number(adapter, "router_in_flight", f"{at}.adapter", high=1024)),
+        adapter_after_share=_number(adapter, "after_shard_share", f"{at}.adapter", high=1.0),
     )
     at = "workload"
     workload = Workload(
@@ -244,6 +267,7 @@ def load_config(path: str | Path | None = None) -> CapacityConfig:
         window_seconds=_number(w, "window_seconds", at, low=1.0, high=86_400.0),
         warmup_seconds=_number(w, "warmup_seconds", at, high=86_400.0),
         settlement=_flag(w, "settlement", at),
+        client_workers=int(_number(w, "client_workers", at, high=100_000)),
     )
     if workload.close_seconds >= workload.round_seconds:
         raise SimulationError("workload: close_seconds must be shorter than round_seconds")

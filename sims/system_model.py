@@ -10,8 +10,9 @@ The path of a wallet request (DESIGN.md, Actors; serve/wallet.py, actors/provide
    ``actor_call`` (a measured round trip), per request ``adapter_request`` (signature,
    parse, session, render; all charged before the shard call).
 3. **Account shard** (FIFO, one CPU): the adapter's router sends each command as a
-   request of its own (an idle router sends at once; its in-flight limit is not
-   modelled): ``hop`` + ``router_call`` + ``command``.
+   request of its own (``router_in_flight`` 0), or keeps at most ``router_in_flight``
+   requests out per shard and sends what queued meanwhile together when one comes back:
+   ``hop`` + ``router_call`` + ``command`` per command.
 4. **Group commit**: a shard's processed entries wait until ``flush_ms`` after the
    oldest or ``max_group`` entries, and never while its previous commit is in flight;
    the transaction queues at **PostgreSQL** (``db_connections`` servers, FIFO) and takes
@@ -26,6 +27,11 @@ Settlement (``workload.settlement``, default on): at each round's end every tabl
 scheduler computes its winners one by one (``settlement_ms_per_ticket``) and sends the
 credits, coalesced per ``call_coalesce_ms`` window, to the shards (steps 3-4, ``actor_call``
 per call). Off: no round-end credits; each win is a wallet request of its own (steps 1-6).
+
+With ``node_cores`` (one node of that many cores shared by every process, the load
+generator's ``client_request`` included), a router in-flight limit, or adapter work after
+the shard answer (``adapter_after_share``), steps 1-6 run in one event loop instead
+(:mod:`sims.event_model`); otherwise every process has a core of its own and:
 
 FIFO single servers are solved in closed form, vectorised (``D_n = max(A_n, D_{n-1}) +
 S_n`` is ``C_n + max_{k<=n}(A_k − C_{k-1})`` with ``C`` the cumulative service), so only
@@ -42,6 +48,7 @@ import heapq
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +56,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sims import SimulationError
+from sims.event_model import EventInputs, simulate_events
 from sims.runner import seed_sequence
 from sims.service import CapacityConfig, ServiceTimes
-from sims.workload import arrival_times
+from sims.workload import arrival_times, paced_bursts
 
 __all__ = ["Scenario", "fifo_departures", "simulate_system"]
 
@@ -163,7 +171,17 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
     rng = np.random.Generator(np.random.PCG64(seed_sequence(scenario.seed, _ARRIVALS_STREAM)))
     noise = np.random.Generator(np.random.PCG64(seed_sequence(scenario.seed, _SERVICE_STREAM)))
     bet_rate = scenario.players * scenario.bets_per_minute / 60.0
-    bet_arrivals = arrival_times(rng, bet_rate, w)
+    paced_wins = np.zeros(0)
+    if w.client_workers:
+        # Each burst: one request per worker, bets and (without settlement) wins in proportion.
+        share = 1.0 if w.settlement else 1.0 / (1.0 + w.win_fraction)
+        total = bet_rate / share
+        bursts = paced_bursts(total, w.client_workers, w)
+        per_burst = round(w.client_workers * share)
+        bet_arrivals = np.repeat(bursts, per_burst)
+        paced_wins = np.repeat(bursts, w.client_workers - per_burst)
+    else:
+        bet_arrivals = arrival_times(rng, bet_rate, w)
     bets = bet_arrivals.shape[0]
     if bets == 0:
         raise SimulationError("capacity model: no bet arrives in the window; raise the load")
@@ -177,7 +195,7 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
     else:
         # No round-end credits: wins come as wallet requests of their own (same shape, a
         # Poisson stream at the winning rate), through the same path as bets.
-        win_arrivals = arrival_times(rng, bet_rate * w.win_fraction, w)
+        win_arrivals = paced_wins if w.client_workers else arrival_times(rng, bet_rate * w.win_fraction, w)
         arrivals = np.concatenate([bet_arrivals, win_arrivals])
         players = np.concatenate([bet_players, _uniform_ints(rng, scenario.players, win_arrivals.shape[0])])
         by_time = np.argsort(arrivals, kind="stable")
@@ -187,24 +205,6 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
     replicas = _uniform_ints(noise, scenario.replicas, requests)
     providers = _uniform_ints(noise, s.providers, requests)
 
-    # 1. Serve replicas.
-    serve_time = s.serve_request.sample(noise, requests)
-    replica_done, replica_busy = _fifo_by(replicas, scenario.replicas, arrivals, serve_time)
-
-    # 2. Serve batches, one adapter call each; the provider's adapter is a FIFO CPU: per call
-    #    ``actor_call`` (the measured round trip of a Ray call), per request ``adapter_request``.
-    batch_of, batch_dispatch, batch_provider = _serve_batches(
-        replica_done, replicas, providers, scenario.replicas, s)
-    batches = batch_dispatch.shape[0]
-    request_cpu = s.adapter_request.sample(noise, requests)
-    call_overhead = s.actor_call.sample(noise, batches)
-    batch_cost = call_overhead + np.bincount(batch_of, request_cpu, batches)
-    batch_done, adapter_busy = _fifo_by(batch_provider, s.providers, batch_dispatch, batch_cost)
-    in_batch = np.argsort(batch_of, kind="stable")
-    adapter_done = np.empty(requests)
-    adapter_done[in_batch] = ((batch_done - batch_cost + call_overhead)[batch_of[in_batch]]
-                              + _running_within(batch_of[in_batch], request_cpu[in_batch]))
-
     # Settlement credits: winners of each (round, table), computed one by one from round end.
     open_seconds = w.round_seconds - w.close_seconds
     rounds = np.floor(bet_arrivals / w.round_seconds).astype(np.int64)
@@ -213,37 +213,23 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
     order = np.argsort(group, kind="stable")
     winners, group = winners[order], group[order]
     settle_start: Floats = ((rounds[winners] + 1) * w.round_seconds).astype(np.float64)
-    credit_ready = settle_start + _running_within(group, s.settlement_per_ticket.sample(noise, winners.shape[0]))
     credits = winners.shape[0]
 
-    # 3. Account shards (FIFO). Each request's command goes from its adapter's router as a
-    #    request of its own (an idle router sends at once); credits are coalesced per table.
-    credit_shard = bet_players[winners] % scenario.shards
-    credit_call_of, credit_dispatch = _coalesce(credit_ready, tables[winners].astype(np.int64), credit_shard,
-                                                s.coalesce_ms / 1000.0, scenario.tables)
-    owner = np.concatenate([players % scenario.shards, credit_shard])
-    call_of = np.concatenate([np.arange(requests), requests + credit_call_of])
-    calls = requests + credit_dispatch.shape[0]
-    command_cost = s.command.sample(noise, requests + credits)
-    call_cost = np.concatenate([s.router_call.sample(noise, requests),
-                                s.actor_call.sample(noise, calls - requests)])
-    call_cost += np.bincount(call_of, command_cost, calls)
-    call_shard = np.zeros(calls, dtype=np.int64)
-    call_shard[call_of] = owner
-    call_arrival = np.concatenate([adapter_done, credit_dispatch]) + s.hop.sample(noise, calls)
-    call_done, shard_busy = _fifo_by(call_shard, scenario.shards, call_arrival, call_cost)
+    def credit_ready() -> Floats:
+        # Drawn where the paths need it, so the closed form's random stream is unchanged.
+        ready: Floats = settle_start + _running_within(
+            group, s.settlement_per_ticket.sample(noise, winners.shape[0]))
+        return ready
 
-    # 4-5. Group commits and the adapters' callback records against the shared database.
-    entry_ready = call_done[call_of]
-    record_lane = np.concatenate([providers, np.full(credits, -1, dtype=np.int64)])
-    ack = _group_commits(entry_ready, owner, record_lane, scenario.shards, config, noise)
-    stats = ack["stats"]
-    commit_done, record_done = ack["done"], ack["record_done"]
-
-    # 6. The adapter answers a batch when all its requests are recorded (``gather``).
-    batch_end = np.full(batches, -np.inf)
-    np.maximum.at(batch_end, batch_of, record_done[:requests])
-    answered = batch_end[batch_of]
+    path_inputs = _PathInputs(arrivals, players, replicas, providers,
+                              bet_players[winners] % scenario.shards, tables[winners].astype(np.int64),
+                              credit_ready)
+    path = (_event_path if s.needs_event_loop else _closed_form_path)(path_inputs, scenario, config, noise)
+    replica_done, adapter_done = path["replica_done"], path["adapter_done"]
+    entry_ready, commit_done = path["entry_ready"], path["commit_done"]
+    record_done, answered, owner = path["record_done"], path["answered"], path["owner"]
+    stats, calls, batches = path["stats"], path["calls"], path["batches"]
+    replica_busy, adapter_busy, shard_busy = path["replica_busy"], path["adapter_busy"], path["shard_busy"]
 
     # Figures over what arrived after warm-up.
     measured = arrivals >= w.warmup_seconds
@@ -260,6 +246,10 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
     adapter_util = adapter_busy / window
     shard_util = shard_busy / window
     db_util = stats["db_busy"] / (window * s.db_connections)
+    # CPU the modelled processes demand, in cores; against the node's when it is shared.
+    cpu_cores = (path["client_busy"] + replica_busy.sum() + adapter_busy.sum() + shard_busy.sum()
+                 + stats["db_busy"]) / window
+    node_util = cpu_cores / s.node_cores if s.node_cores else 0.0
     per_shard_latency = _p99_by(latency, owner[:requests][measured], scenario.shards)
     per_replica_latency = _p99_by(replica_stage, replicas[measured], scenario.replicas)
     per_second = np.bincount(np.floor(bet_arrivals).astype(np.int64))
@@ -301,8 +291,12 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
             "shard_max": float(shard_util.max()),
             "shard_mean": float(shard_util.mean()),
             "db": float(db_util),
+            "cpu_demand_cores": float(cpu_cores),
+            "node_cpu": float(node_util),
         },
-        "stable": bool(max(replica_util.max(), adapter_util.max(), shard_util.max(), db_util)
+        "node_cores": s.node_cores,
+        "router_in_flight": s.router_in_flight,
+        "stable": bool(max(replica_util.max(), adapter_util.max(), shard_util.max(), db_util, node_util)
                        < _STABLE_UTILIZATION),
         "per_shard": [
             {"shard": i, "utilization": float(shard_util[i]), "p99_ms": per_shard_latency[i]}
@@ -313,6 +307,132 @@ def simulate_system(scenario: Scenario, config: CapacityConfig) -> dict[str, Any
             for i in range(scenario.replicas)
         ],
         "simulation_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+@dataclass(frozen=True)
+class _PathInputs:
+    arrivals: Floats
+    players: Ints
+    replicas: Ints
+    providers: Ints
+    credit_shard: Ints
+    credit_table: Ints
+    credit_ready: Callable[[], Floats]
+
+
+def _closed_form_path(p: _PathInputs, scenario: Scenario, config: CapacityConfig,
+                      noise: np.random.Generator) -> dict[str, Any]:
+    """Steps 1-6 with every process on a core of its own and unlimited router requests."""
+    s = config.service
+    arrivals, players, replicas, providers = p.arrivals, p.players, p.replicas, p.providers
+    requests = arrivals.shape[0]
+    # 1. Serve replicas.
+    serve_time = s.serve_request.sample(noise, requests)
+    replica_done, replica_busy = _fifo_by(replicas, scenario.replicas, arrivals, serve_time)
+
+    # 2. Serve batches, one adapter call each; the provider's adapter is a FIFO CPU: per call
+    #    ``actor_call`` (the measured round trip of a Ray call), per request ``adapter_request``.
+    batch_of, batch_dispatch, batch_provider = _serve_batches(
+        replica_done, replicas, providers, scenario.replicas, s)
+    batches = batch_dispatch.shape[0]
+    request_cpu = s.adapter_request.sample(noise, requests)
+    call_overhead = s.actor_call.sample(noise, batches)
+    batch_cost = call_overhead + np.bincount(batch_of, request_cpu, batches)
+    batch_done, adapter_busy = _fifo_by(batch_provider, s.providers, batch_dispatch, batch_cost)
+    in_batch = np.argsort(batch_of, kind="stable")
+    adapter_done = np.empty(requests)
+    adapter_done[in_batch] = ((batch_done - batch_cost + call_overhead)[batch_of[in_batch]]
+                              + _running_within(batch_of[in_batch], request_cpu[in_batch]))
+
+    credit_ready = p.credit_ready()
+
+    # 3. Account shards (FIFO). Each request's command goes from its adapter's router as a
+    #    request of its own (an idle router sends at once); credits are coalesced per table.
+    credit_shard, credits = p.credit_shard, p.credit_shard.shape[0]
+    credit_call_of, credit_dispatch = _coalesce(credit_ready, p.credit_table, credit_shard,
+                                                s.coalesce_ms / 1000.0, scenario.tables)
+    owner = np.concatenate([players % scenario.shards, credit_shard])
+    call_of = np.concatenate([np.arange(requests), requests + credit_call_of])
+    calls = requests + credit_dispatch.shape[0]
+    command_cost = s.command.sample(noise, requests + credits)
+    call_cost = np.concatenate([s.router_call.sample(noise, requests),
+                                s.actor_call.sample(noise, calls - requests)])
+    call_cost += np.bincount(call_of, command_cost, calls)
+    call_shard = np.zeros(calls, dtype=np.int64)
+    call_shard[call_of] = owner
+    call_arrival = np.concatenate([adapter_done, credit_dispatch]) + s.hop.sample(noise, calls)
+    call_done, shard_busy = _fifo_by(call_shard, scenario.shards, call_arrival, call_cost)
+
+    # 4-5. Group commits and the adapters' callback records against the shared database.
+    entry_ready = call_done[call_of]
+    record_lane = np.concatenate([providers, np.full(credits, -1, dtype=np.int64)])
+    ack = _group_commits(entry_ready, owner, record_lane, scenario.shards, config, noise)
+    stats = ack["stats"]
+    commit_done, record_done = ack["done"], ack["record_done"]
+
+    # 6. The adapter answers a batch when all its requests are recorded (``gather``).
+    batch_end = np.full(batches, -np.inf)
+    np.maximum.at(batch_end, batch_of, record_done[:requests])
+    answered = batch_end[batch_of]
+
+    return {"replica_done": replica_done, "adapter_done": adapter_done, "entry_ready": entry_ready,
+            "commit_done": commit_done, "record_done": record_done, "answered": answered,
+            "owner": owner, "stats": stats, "calls": calls, "batches": batches,
+            "replica_busy": replica_busy, "adapter_busy": adapter_busy, "shard_busy": shard_busy,
+            "client_busy": 0.0}
+
+
+def _event_path(p: _PathInputs, scenario: Scenario, config: CapacityConfig,
+                noise: np.random.Generator) -> dict[str, Any]:
+    """Steps 1-6 in one event loop (sims/event_model.py): shared cores, router in-flight
+    limit, adapter work after the shard answer."""
+    s = config.service
+    requests = p.arrivals.shape[0]
+    serve_cpu = s.serve_request.sample(noise, requests)
+    adapter_cpu = s.adapter_request.sample(noise, requests)
+    overheads = iter(s.actor_call.sample(noise, requests + 1).tolist())  # at most one per request
+    credit_ready = p.credit_ready()
+    credits = credit_ready.shape[0]
+    credit_call_of, credit_dispatch = _coalesce(credit_ready, p.credit_table, p.credit_shard,
+                                                s.coalesce_ms / 1000.0, scenario.tables)
+    command_cpu = s.command.sample(noise, requests + credits)
+    router_cpu = s.router_call.sample(noise, requests)
+    credit_call_cpu = s.actor_call.sample(noise, credit_dispatch.shape[0])
+    credit_call_cpu += np.bincount(credit_call_of, command_cpu[requests:], credit_dispatch.shape[0])
+    members: list[list[int]] = [[] for _ in range(credit_dispatch.shape[0])]
+    for credit, call in enumerate(credit_call_of.tolist()):
+        members[call].append(credit)
+    call_shard = np.zeros(credit_dispatch.shape[0], dtype=np.int64)
+    call_shard[credit_call_of] = p.credit_shard
+    hop = s.hop.mean_ms / 1000.0
+    credit_calls = [(float(credit_dispatch[c]) + hop, int(call_shard[c]), float(credit_call_cpu[c]), members[c])
+                    for c in range(credit_dispatch.shape[0])]
+    after = s.adapter_after_share
+    n = requests + credits
+    events = simulate_events(EventInputs(
+        arrivals=p.arrivals, replicas=p.replicas, providers=p.providers,
+        shards=p.players % scenario.shards,
+        client_cpu=s.client_request.sample(noise, requests), serve_cpu=serve_cpu,
+        adapter_before_cpu=adapter_cpu * (1.0 - after), adapter_after_cpu=adapter_cpu * after,
+        command_cpu=command_cpu[:requests], router_cpu=router_cpu,
+        call_overhead=lambda: next(overheads),
+        commit_factors=_unit_lognormal(noise, s.db_cv, n), record_factors=_unit_lognormal(noise, s.record_cv, n),
+        credit_calls=credit_calls, credits=credits, n_replicas=scenario.replicas, n_shards=scenario.shards,
+    ), s)
+    counts, busy = events["counts"], events["busy"]
+    return {
+        "replica_done": events["replica_done"], "adapter_done": events["adapter_done"],
+        "entry_ready": np.concatenate([events["entry_ready"], np.full(credits, np.nan)]),
+        "commit_done": np.concatenate([events["commit_done"], events["credit_commit_done"]]),
+        "record_done": events["record_done"], "answered": events["answered"],
+        "owner": np.concatenate([p.players % scenario.shards, p.credit_shard]),
+        "stats": {"db_busy": busy["db"], "commits": counts["commits"],
+                  "record_writes": counts["record_writes"]},
+        "calls": counts["router_requests"] + credit_dispatch.shape[0],
+        "batches": counts["adapter_calls"],
+        "replica_busy": busy["replica"], "adapter_busy": busy["adapter"], "shard_busy": busy["shard"],
+        "client_busy": busy["client"],
     }
 
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from sims.service import Workload
 
-__all__ = ["arrival_times", "mean_window_rate", "peak_rate", "rate_at"]
+__all__ = ["arrival_times", "mean_window_rate", "paced_bursts", "peak_rate", "rate_at"]
 
 
 def _burst_span(w: Workload) -> tuple[float, float]:
@@ -68,4 +68,13 @@ def arrival_times(rng: np.random.Generator, mean_rate: float, w: Workload) -> np
     candidates = np.sort(rng.uniform(0.0, w.window_seconds, size=rng.poisson(bound * w.window_seconds)))
     keep = rng.uniform(0.0, bound, size=candidates.shape[0]) < rate_at(candidates, mean_rate, w)
     result: npt.NDArray[np.float64] = candidates[keep]
+    return result
+
+
+def paced_bursts(rate: float, workers: int, w: Workload) -> npt.NDArray[np.float64]:
+    """Send times of ``workers`` paced workers started together at ``rate`` requests/s in
+    all: every one sends at once, every ``workers / rate`` seconds (the bursts repeat
+    exactly while each answer comes back within that period)."""
+    period = workers / rate
+    result: npt.NDArray[np.float64] = np.arange(0.0, w.window_seconds, period)
     return result

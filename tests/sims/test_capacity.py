@@ -11,6 +11,7 @@ import pytest
 
 from sims import SimulationError
 from sims.capacity import plan_capacity, sweep_capacity
+from sims.event_model import _Loop, _Process
 from sims.service import CapacityConfig, load_config
 from sims.system_model import Scenario, fifo_departures, simulate_system
 from sims.workload import arrival_times, mean_window_rate, rate_at
@@ -179,3 +180,94 @@ def test_settlement_flag_is_validated(tmp_path: Path) -> None:
     good.write_text(json.dumps({"workload": {"settlement": "no"}}))
     with pytest.raises(SimulationError, match=r"settlement"):
         load_config(good)
+
+
+def test_processes_share_the_node_cores() -> None:
+    # Two processes with one second of CPU each, started together: on one core they take
+    # turns (both done at 2 s); on two cores each has its own (both done at 1 s).
+    for cores, expected in ((1, 2.0), (2, 1.0), (0, 1.0)):
+        loop = _Loop(cores)
+        finished: list[float] = []
+        shard, adapter = _Process("shard"), _Process("adapter")
+        loop.at(0.0, lambda _now: loop.submit(shard, 1.0, finished.append))  # noqa: B023
+        loop.at(0.0, lambda _now: loop.submit(adapter, 1.0, finished.append))  # noqa: B023
+        loop.run()
+        assert finished == pytest.approx([expected, expected])
+    # One process is one thread: its jobs never overlap, whatever the cores.
+    loop, done, process = _Loop(4), [], _Process("replica")
+    loop.at(0.0, lambda _now: [loop.submit(process, 0.5, done.append) for _ in range(3)])
+    loop.run()
+    assert done == pytest.approx([0.5, 1.0, 1.5])
+
+
+def _flat(config: CapacityConfig) -> CapacityConfig:
+    """Steady wallet traffic (no daily cycle, rush or burst, no settlement): as benchmarked."""
+    return replace(config, workload=replace(config.workload, daily_amplitude=0.0, close_rush=1.0,
+                                            burst_multiplier=1.0, settlement=False))
+
+
+def test_shared_cores_raise_latency(config: CapacityConfig) -> None:
+    config = _flat(config)
+    scenario = Scenario(1_200, 6, 2, replicas=2, shards=2, seed=4)  # ~0.4 cores of demand
+    own = simulate_system(scenario, config)
+    one = simulate_system(scenario, replace(config, service=replace(config.service, node_cores=1)))
+    assert own["node_cores"] == 0 and own["utilization"]["node_cpu"] == 0.0
+    assert 0.3 < one["utilization"]["node_cpu"] < 0.95 and one["stable"]
+    assert one["latency_ms"]["p50"] > own["latency_ms"]["p50"]
+    assert one["latency_ms"]["p99"] > 1.2 * own["latency_ms"]["p99"]
+    # The same demand either way: only the waiting for a core differs.
+    assert one["utilization"]["cpu_demand_cores"] == pytest.approx(own["utilization"]["cpu_demand_cores"],
+                                                                   rel=0.05)
+    # Deterministic for a seed on the event-loop path too.
+    again = simulate_system(scenario, replace(config, service=replace(config.service, node_cores=1)))
+    assert again | {"simulation_seconds": 0} == one | {"simulation_seconds": 0}
+
+
+def test_the_router_in_flight_limit_coalesces_commands(config: CapacityConfig) -> None:
+    wallet = _flat(config)
+    scenario = Scenario(1_500, 6, 1, replicas=1, shards=1, seed=5)
+    limited = simulate_system(scenario, replace(wallet, service=replace(wallet.service, router_in_flight=1)))
+    # Practically unlimited: every command leaves as a request of its own, as in the closed form.
+    unlimited = simulate_system(scenario, replace(wallet, service=replace(wallet.service, router_in_flight=1024)))
+    closed = simulate_system(scenario, replace(wallet, service=replace(
+        wallet.service, router_in_flight=0, adapter_after_share=0.0)))
+    assert unlimited["calls_per_s"] == pytest.approx(unlimited["requests_per_s_window"])
+    assert limited["calls_per_s"] < 0.95 * limited["requests_per_s_window"]
+    assert limited["stage_p99_ms"]["coalesce_and_shard"] > unlimited["stage_p99_ms"]["coalesce_and_shard"]
+    # The event loop and the closed form agree when the new mechanisms are off (the serve
+    # batch and the adapter's after-shard share differ, so only roughly).
+    assert closed["node_cores"] == 0 and closed["router_in_flight"] == 0
+    assert unlimited["latency_ms"]["p50"] == pytest.approx(closed["latency_ms"]["p50"], rel=0.3)
+
+
+def test_adapter_work_after_the_shard_answer_moves_out_of_the_adapter_stage(config: CapacityConfig) -> None:
+    config = _flat(config)
+    scenario = Scenario(1_000, 6, 2, replicas=1, shards=1, seed=6)
+    before = simulate_system(scenario, replace(config, service=replace(config.service, adapter_after_share=0.0)))
+    after = simulate_system(scenario, replace(config, service=replace(config.service, adapter_after_share=1.0)))
+    assert after["stage_p99_ms"]["adapter"] < before["stage_p99_ms"]["adapter"]
+    assert after["stage_p99_ms"]["callback_record"] > before["stage_p99_ms"]["callback_record"]
+    assert after["utilization"]["adapter_max"] == pytest.approx(before["utilization"]["adapter_max"], rel=0.02)
+
+
+def test_the_measured_run_file_describes_that_run(tmp_path: Path) -> None:
+    measured = load_config(Path(__file__).resolve().parents[2] / "sims" / "data" / "measured_2026-11-22.json")
+    assert measured.service.node_cores == 2 and measured.service.router_in_flight == 1
+    assert measured.service.client_request.mean_ms > 0 and measured.service.needs_event_loop
+    assert measured.workload.client_workers == 32 and load_config().workload.client_workers == 0
+    assert not load_config().service.node_cores
+    bad = tmp_path / "cores.json"
+    bad.write_text(json.dumps({"service": {"cpu": {"node_cores": -1}}}))
+    with pytest.raises(SimulationError, match=r"cpu\.node_cores"):
+        load_config(bad)
+
+
+def test_paced_workers_started_together_send_in_bursts(config: CapacityConfig) -> None:
+    config = _flat(config)
+    scenario = Scenario(1_200, 6, 2, replicas=1, shards=1, seed=7)
+    poisson = simulate_system(scenario, config)
+    paced = simulate_system(scenario, replace(config, workload=replace(config.workload, client_workers=32)))
+    # The same rate (one request per worker per period), all 32 at once.
+    assert paced["requests_per_s_window"] == pytest.approx(poisson["requests_per_s_window"], rel=0.05)
+    assert paced["latency_ms"]["p50"] > 2 * poisson["latency_ms"]["p50"]
+    assert paced["stage_p99_ms"]["replica"] > 5 * poisson["stage_p99_ms"]["replica"]

@@ -86,6 +86,16 @@ def test_capacity_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert plot.exists()
 
 
+def test_capacity_node_cores_and_router_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sim", "capacity", "--players", "500", "--bets-per-minute", "6", "--tables", "2",
+            "--window", "20", "--replicas", "1", "--shards", "1"]
+    shared = run_json([*argv, "--node-cores", "1", "--router-in-flight", "1"], capsys)["evaluated"]
+    own = run_json([*argv, "--node-cores", "0", "--router-in-flight", "0"], capsys)["evaluated"]
+    assert shared["node_cores"] == 1 and shared["router_in_flight"] == 1  # type: ignore[index]
+    assert shared["utilization"]["node_cpu"] > 0  # type: ignore[index]
+    assert own["node_cores"] == 0 and own["utilization"]["node_cpu"] == 0  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
