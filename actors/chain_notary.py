@@ -51,6 +51,7 @@ from typing import Any
 import ray
 
 from actors.errors import ActorError
+from actors.metrics import observe_chain_tx, record_chain_backlog
 from actors.shard import NAMESPACE
 from core.merkle import MerkleTree, commit_leaf, reveal_leaf
 from storage.chain import BlockInfo, ChainClient, PayloadKind, encode_payload
@@ -91,6 +92,10 @@ class _Batcher:
         self.oldest_at = 0.0  # loop time the oldest queued item arrived
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.in_flight = 0  # items of the batch being published
+
+    def report_backlog(self) -> None:
+        record_chain_backlog(self.name, len(self.queue) + self.in_flight)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -168,6 +173,8 @@ class ChainNotary:
         return {
             "queued_commits": len(commits.queue) if commits else 0,
             "queued_reveals": len(reveals.queue) if reveals else 0,
+            "in_flight_commits": commits.in_flight if commits else 0,
+            "in_flight_reveals": reveals.in_flight if reveals else 0,
             "batches_sent": self._batches_sent,
             "items_sent": self._items_sent,
             "failed_batches": self._failed_batches,
@@ -209,6 +216,7 @@ class ChainNotary:
         waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
         item.waiters.append(waiter)
         batcher.changed.set()
+        batcher.report_backlog()
         return await waiter
 
     async def _run(self, batcher: _Batcher) -> None:
@@ -233,7 +241,12 @@ class ChainNotary:
             for item in items:
                 del batcher.queue[item.leaf]
             batcher.oldest_at = loop.time()
-            await self._publish(batcher, items)
+            batcher.in_flight = len(items)
+            try:
+                await self._publish(batcher, items)
+            finally:
+                batcher.in_flight = 0
+                batcher.report_backlog()
 
     async def _publish(self, batcher: _Batcher, items: list[_Item]) -> None:
         tree = MerkleTree([item.leaf for item in items])
@@ -256,6 +269,7 @@ class ChainNotary:
                         waiter.set_exception(error)
             return
         self._last_latency_ms = (time.perf_counter() - started) * 1000
+        observe_chain_tx(batcher.name, self._last_latency_ms / 1000)
         self._batches_sent += 1
         self._items_sent += len(items)
         for index, item in enumerate(items):

@@ -16,6 +16,13 @@ carry many bets: a settle command closes up to thousands of bets, so a batch als
 ``group_commit_max_bets`` (every command weighs one plus its payouts), which keeps one
 PostgreSQL call, and the latency of everything queued behind it, bounded.
 
+Ownership moves while traffic flows (a live rebalance, ``actors.rebalance``): the shard
+giving partitions away stops accepting commands for them at once, answers everything it
+had queued or in flight for them (committed or failed, never left in doubt), forgets what
+it cached about their accounts, and only then lets go; the new owner claims them, which
+bumps their fencing epochs. Callers meanwhile get "not owned here" (UNAVAILABLE), a
+retryable answer, and resend under the same keys to wherever the routing map points.
+
 This module is plain asyncio, so it is tested without Ray; ``actors.shard`` wraps it in a
 Ray actor.
 """
@@ -27,9 +34,11 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from actors.errors import RebalanceError
 from core.ledger import house_account_for, house_player_id
 from core.partitioning import partition_of
 from core.wallet import (
@@ -54,6 +63,7 @@ from storage.journal import (
     JournalBatch,
     RecordDraft,
     ResolutionDraft,
+    ShardLayout,
     TxDraft,
 )
 
@@ -71,7 +81,7 @@ _TOMBSTONE = (BetState.TOMBSTONE.value, 0)
 @dataclass(frozen=True)
 class EngineSettings:
     partitions: int
-    owned: frozenset[int]
+    owned: frozenset[int]  # what the engine owns now: replaced (never mutated) as partitions move
     group_commit_max: int = 500
     # Bets per batch: each command weighs 1 + its payouts (a settle closing 20 tickets
     # weighs 21). Settling 100,000 tickets here, batches of 5,000 to 20,000 bets cost the
@@ -180,6 +190,10 @@ class ShardEngine:
         self._held: dict[tuple[str, str], _Account] = {}
         self._fenced: str | None = None
         self._stopping = False
+        # Ownership changes and layout reads: their own connection, one at a time, so the
+        # flusher's connection only ever carries the hot path.
+        self._control: Journal | None = None
+        self._control_lock = asyncio.Lock()
         self.stats: dict[str, float] = {
             "batches": 0,
             "commands": 0,
@@ -193,7 +207,10 @@ class ShardEngine:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, owned: Iterable[int] | None = None) -> None:
+        """Claim ``owned`` (default: ``settings.owned``) and start committing."""
+        if owned is not None:
+            self.settings = replace(self.settings, owned=frozenset(owned))
         await self._journal.setup(self.settings.partitions)
         self._epochs = await self._journal.claim(sorted(self.settings.owned))
         self._flusher = asyncio.create_task(self._flush_forever(), name="shard-flusher")
@@ -216,6 +233,82 @@ class ShardEngine:
             while account.mailbox:
                 self._answer(account.mailbox.popleft(), Result(ResultCode.UNAVAILABLE, message="shard stopped"))
         await self._journal.close()
+        if self._control is not None:
+            await self._control.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- ownership moves ------------------------------------------------------------------
+
+    async def release(self, partitions: Iterable[int], *, grace_s: float = 10.0) -> dict[int, int]:
+        """Give partitions away: refuse new commands for them, answer everything queued or
+        in flight for them, forget their accounts. Returns the epochs we held them under.
+
+        Queued commands are committed rather than failed (the shard is healthy; failing
+        them would only make callers resend). In-flight writes must land before we return:
+        the new owner's claim would fence a write still on its way, and a fenced shard stops
+        writing for *all* its partitions. If that takes longer than ``grace_s`` the release
+        is undone (we own the partitions again) and :class:`RebalanceError` is raised.
+        """
+        leaving = frozenset(partitions) & self.settings.owned
+        if not leaving:
+            return {}
+        # First, before any await: from now on admission answers "not owned here".
+        self.settings = replace(self.settings, owned=self.settings.owned - leaving)
+        accounts = [a for a in self._accounts.values() if a.partition in leaving]
+        deadline = time.monotonic() + grace_s
+        while any(a.mailbox or a.in_flight for a in accounts):
+            flusher_gone = self._flusher is None or self._flusher.done()
+            if time.monotonic() >= deadline or flusher_gone or self._fenced is not None:
+                self.settings = replace(self.settings, owned=self.settings.owned | leaving)
+                busy = sum(len(a.mailbox) + a.in_flight for a in accounts)
+                raise RebalanceError(
+                    f"partitions {sorted(leaving)} still had {busy} command(s) queued or in flight"
+                    f" after {grace_s:g} s; kept them"
+                )
+            self._wakeup.set()
+            await asyncio.sleep(0.002)
+        # Whatever we remember about them goes stale the moment another shard writes.
+        for account in accounts:
+            if self._accounts.get(account.key) is account:
+                del self._accounts[account.key]
+            self._held.pop(account.key, None)
+            self._runnable.pop(account.key, None)
+        for key in [k for k, row in self._house.items() if row.partition_id in leaving]:
+            del self._house[key]
+        return {p: self._epochs.pop(p) for p in sorted(leaving) if p in self._epochs}
+
+    async def adopt(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Claim partitions (bumping their epochs, which fences any earlier owner) and start
+        accepting commands for them. Returns the epochs of the partitions newly claimed."""
+        if self._stopping:
+            raise RebalanceError("shard is stopping; it cannot take partitions")
+        arriving = frozenset(partitions) - self.settings.owned
+        if not arriving:
+            return {}
+        async with self._control_lock:
+            epochs = await self._control_journal().claim(sorted(arriving))
+        # Nothing should be cached for them (release forgot it), but a row cached from an
+        # earlier ownership would be stale: drop it rather than trust it.
+        for key in [k for k, a in self._accounts.items() if a.partition in arriving and not a.mailbox]:
+            del self._accounts[key]
+        for key in [k for k, row in self._house.items() if row.partition_id in arriving]:
+            del self._house[key]
+        self._epochs.update(epochs)
+        self.settings = replace(self.settings, owned=self.settings.owned | arriving)
+        return epochs
+
+    async def load_layout(self, shard_set: str) -> ShardLayout | None:
+        """The stored routing map of ``shard_set`` (None if none is stored)."""
+        async with self._control_lock:
+            return await self._control_journal().load_layout(shard_set, self.settings.partitions)
+
+    def _control_journal(self) -> Journal:
+        if self._control is None:
+            self._control = self._journal.sibling()
+        return self._control
 
     @property
     def epochs(self) -> dict[int, int]:

@@ -6,6 +6,8 @@
     └── ActorError                 an actor could not be reached or set up
         ├── ShardUnavailableError  a shard stayed down past the caller's deadline
         ├── ShardSetupError        shards could not start (database, partitions, config)
+        ├── RebalanceError         partitions could not move between shards (the layout
+        │                          stays as it was for them)
         ├── NotaryUnavailableError the chain notary did not answer (retry later)
         └── RoundError             a round could not move on
             └── BetRefusedError    a ticket refused before any money moved (closed round,
@@ -23,6 +25,7 @@ __all__ = [
     "ActorError",
     "BetRefusedError",
     "NotaryUnavailableError",
+    "RebalanceError",
     "RoundError",
     "ShardSetupError",
     "ShardUnavailableError",
@@ -38,6 +41,10 @@ class ShardUnavailableError(ActorError):
 
 
 class ShardSetupError(ActorError):
+    pass
+
+
+class RebalanceError(ActorError):
     pass
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import asyncpg
 import ray
 
 from actors.router import ShardRouter
-from actors.shard import shard_handles, tune_interpreter
+from actors.shard import NAMESPACE, shard_handles, tune_interpreter
 from actors.wallet_flow import ResolvedPlayer, run_call
 from core.dialects.base import ParsedCall, PlayerRef, ProviderSettings, WireRequest, WireResponse
 from core.dialects.registry import dialect
@@ -34,6 +35,18 @@ RawRequest = tuple[str, str, dict[str, str], bytes, float]
 RawResponse = tuple[int, dict[str, str], bytes]
 
 _SESSION_CACHE_S = 2.0  # a revoked token may be honoured this long by a busy adapter
+
+
+async def _probe(check: Awaitable[object], timeout_s: float) -> str:
+    try:
+        await asyncio.wait_for(check, timeout_s)
+    except Exception as exc:
+        return _failure(exc)
+    return "ok"
+
+
+def _failure(exc: BaseException) -> str:
+    return f"failed: {type(exc).__name__}: {str(exc)[:160]}"
 
 
 def adapter_name(provider_id: str) -> str:
@@ -61,6 +74,7 @@ class ProviderAdapter:
     async def _start(self) -> None:
         pool = await asyncpg.create_pool(self._database_url, min_size=1, max_size=4)
         assert pool is not None
+        self._pool = pool
         self._sessions = SessionStore(pool)
         self._callbacks = CallbackStore(pool)
         shards, partitions, prefix = self._shard_args
@@ -83,6 +97,32 @@ class ProviderAdapter:
 
     async def stats(self) -> dict[str, float]:
         return dict(self.timings)
+
+    async def health(self, timeout_s: float = 2.0) -> dict[str, str]:
+        """What this adapter needs to answer a call: ``{"postgres": ..., "shards": ...}``,
+        each ``"ok"`` or ``"failed: why"``. PostgreSQL holds sessions and the callback
+        record; every shard owning partitions must answer, since any player may live on any."""
+        try:
+            await asyncio.wait_for(self.ready(), timeout_s)
+        except Exception as exc:
+            failure = _failure(exc)
+            return {"postgres": failure, "shards": failure}
+        shards, partitions, prefix = self._shard_args
+
+        async def every_shard() -> None:
+            # Every shard the stored layout names must answer (a live rebalance may have
+            # changed the set since we were configured); without a layout, the first ``shards``.
+            live = shard_handles(shards, partitions, prefix=prefix).handles
+            owners = {f"{prefix}{i}" for i in range(shards)}
+            layout = await live[0].routing.remote()
+            if layout:
+                owners = set(layout["owners"])
+            await asyncio.gather(*(ray.get_actor(n, namespace=NAMESPACE).stats.remote() for n in sorted(owners)))
+
+        postgres, every = await asyncio.gather(
+            _probe(self._pool.fetchval("SELECT 1"), timeout_s), _probe(every_shard(), timeout_s)
+        )
+        return {"postgres": postgres, "shards": every}
 
     async def _handle(self, raw: RawRequest) -> RawResponse:
         method, path, headers, body, received_at = raw

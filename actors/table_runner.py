@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actors.errors import BetRefusedError, NotaryUnavailableError
+from actors.metrics import observe_settlement, record_round_phase
 from core.errors import LifecycleError, ProtocolError, RgsError, SeedUnreadableError
 from core.fairness import commitment, draw
 from core.keno import PaytableSet, validate_picks
@@ -40,7 +41,7 @@ from core.rounds import RoundPhase, round_id
 from core.seeds import SeedVault, new_server_seed
 from core.settlement import TicketBook, settle
 from core.tables import TableConfig
-from core.wallet import Command, CommandKind, Result, ResultCode
+from core.wallet import Command, CommandKind, Result, ResultCode, split_skipped
 from storage.errors import StorageError
 from storage.rounds import RoundRecord, RoundStore, TicketRow, bet_key
 
@@ -54,6 +55,21 @@ Listener = Callable[[dict[str, Any]], None]
 _RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 _PLACE_BATCH = 500  # placement requests per batch
 _MAX_TICKETS_PER_CALL = 10_000
+_WAVE_TICKETS = 20_000  # settlement: tickets credited before their rows are written
+
+
+def _waves(sizes: Sequence[int], target: int) -> list[tuple[int, int]]:
+    """Cut consecutive groups into [first, last) runs of about ``target`` items each."""
+    waves = []
+    first = total = 0
+    for index, size in enumerate(sizes):
+        total += size
+        if total >= target:
+            waves.append((first, index + 1))
+            first, total = index + 1, 0
+    if first < len(sizes):
+        waves.append((first, len(sizes)))
+    return waves
 
 
 def now_ms() -> int:
@@ -114,6 +130,7 @@ class TableRunner:
         self._salt_wait_s = salt_wait_s
         self._schedule = table.schedule
         self._open: dict[str, _OpenRound] = {}
+        self._prefetched: dict[str, asyncio.Future[list[TicketRow]]] = {}
         self._rounds: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._last_slot = -1
@@ -137,10 +154,14 @@ class TableRunner:
             self._last_slot = max(self._last_slot, record.nonce)
             self._spawn(record.round_id, self._drive(record))
         if run_schedule:
-            self._loop_task = asyncio.create_task(self._schedule_forever(), name=f"schedule-{self.table.table_id}")
+            self._loop_task = asyncio.create_task(
+                self._schedule_forever(), name=f"schedule-{self.table.table_id}"
+            )
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop_task, self._placer, *self._rounds.values()) if t is not None]
+        tasks = [
+            t for t in (self._loop_task, self._placer, *self._rounds.values()) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -195,7 +216,9 @@ class TableRunner:
                 try:
                     await self.create_next()
                 except (StorageError, RgsError) as exc:
-                    log.warning("table %s: cannot create the next round yet: %s", self.table.table_id, exc)
+                    log.warning(
+                        "table %s: cannot create the next round yet: %s", self.table.table_id, exc
+                    )
             await asyncio.sleep(tick)
 
     async def create_next(self, now: int | None = None) -> str | None:
@@ -250,12 +273,20 @@ class TableRunner:
                 self.stats.phase_errors += 1
                 delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
                 attempt += 1
-                log.warning("round %s (%s): %s; retrying in %.1fs", rid, current.phase.value, exc, delay)
+                log.warning(
+                    "round %s (%s): %s; retrying in %.1fs", rid, current.phase.value, exc, delay
+                )
                 await asyncio.sleep(delay)
             current = await self._reload(rid)
+        self._drop_prefetch(rid)
         if current is not None:
             self.phases[rid] = current.phase.value
             self._forget_later(rid)
+
+    def _drop_prefetch(self, rid: str) -> None:
+        task = self._prefetched.pop(rid, None)
+        if task is not None and not task.cancel() and not task.cancelled():
+            task.exception()  # retrieved, so a failed read is not reported as lost
 
     def _forget_later(self, rid: str) -> None:
         # keep the last few finished rounds visible in status
@@ -287,20 +318,35 @@ class TableRunner:
         elif phase is RoundPhase.PUBLISHED:
             await self._reveal(record)
 
-    async def _transition(self, record: RoundRecord, to: RoundPhase, detail: dict[str, Any] | None = None, **columns: Any) -> None:
+    async def _transition(
+        self,
+        record: RoundRecord,
+        to: RoundPhase,
+        detail: dict[str, Any] | None = None,
+        **columns: Any,
+    ) -> None:
         await self._store.transition(record.round_id, record.phase, to, detail, **columns)
         public = {k: v for k, v in columns.items() if k in _PUBLIC_EVENT_COLUMNS}
         if to is RoundPhase.OPEN:
-            public.update(opens_at=record.opens_at, closes_at=record.closes_at, commitment=record.commitment)
+            public.update(
+                opens_at=record.opens_at, closes_at=record.closes_at, commitment=record.commitment
+            )
         self._changed(record.round_id, to, public)
 
     def _changed(self, rid: str, phase: RoundPhase, extra: dict[str, Any] | None = None) -> None:
         self.phases[rid] = phase.value
+        record_round_phase(self.table.table_id, phase.value)
         if phase is RoundPhase.REVEALED:
             self.stats.rounds_revealed += 1
         elif phase is RoundPhase.VOIDED:
             self.stats.rounds_voided += 1
-        event = {"table_id": self.table.table_id, "round_id": rid, "phase": phase.value, "at": now_ms(), **(extra or {})}
+        event = {
+            "table_id": self.table.table_id,
+            "round_id": rid,
+            "phase": phase.value,
+            "at": now_ms(),
+            **(extra or {}),
+        }
         for listener in self._listeners:
             try:
                 listener(event)
@@ -312,14 +358,20 @@ class TableRunner:
         if record.commit_tx is None:
             remaining_s = (record.opens_at - now_ms()) / 1000
             if remaining_s <= 0:
-                await self._skip(record, "its commitment was not on chain before it was due to open")
+                await self._skip(
+                    record, "its commitment was not on chain before it was due to open"
+                )
                 return
             try:
-                proof = await asyncio.wait_for(self._notary.commit(rid, record.commitment), remaining_s)
+                proof = await asyncio.wait_for(
+                    self._notary.commit(rid, record.commitment), remaining_s
+                )
                 if self._chain_id is None:
                     self._chain_id = await self._notary.chain_id()
             except (TimeoutError, NotaryUnavailableError) as exc:
-                await self._skip(record, f"its commitment was not on chain in time ({type(exc).__name__})")
+                await self._skip(
+                    record, f"its commitment was not on chain in time ({type(exc).__name__})"
+                )
                 return
             await self._store.record_commitment(rid, proof, self._chain_id)
         # Never open a round whose betting window is (nearly) over: void it instead.
@@ -351,6 +403,12 @@ class TableRunner:
         pending = await self._store.tickets(record.round_id, ["pending"])
         if pending:
             await self._refund(record, pending, "placement interrupted")
+        # The ticket set is final from here on: read it while the salt block is awaited,
+        # so settlement starts the moment the numbers are drawn.
+        self._drop_prefetch(record.round_id)
+        self._prefetched[record.round_id] = asyncio.ensure_future(
+            self._store.tickets(record.round_id, ["placed", "settled"])
+        )
         seed = self._vault.open(record.seed_ciphertext, record.round_id)
         try:
             salt = await self._notary.salt_after(record.closes_at / 1000, self._salt_wait_s)
@@ -366,18 +424,45 @@ class TableRunner:
             numbers=list(numbers),
         )
 
+    async def prefetch_tickets(self, record: RoundRecord) -> int:
+        """Read a closed round's tickets ahead of settlement, as the schedule does while it
+        waits for the salt block; returns how many (benchmarks and tools)."""
+        if record.phase not in (RoundPhase.CLOSED, RoundPhase.DRAWN):
+            raise LifecycleError(
+                f"round {record.round_id} is {record.phase.value}, not closed or drawn"
+            )
+        self._drop_prefetch(record.round_id)
+        task = asyncio.ensure_future(self._store.tickets(record.round_id, ["placed", "settled"]))
+        self._prefetched[record.round_id] = task
+        return len(await task)
+
     async def settle_round(self, record: RoundRecord) -> None:
         """Settle a drawn round now (benchmarks and tools; the schedule does this itself)."""
         if record.phase is not RoundPhase.DRAWN:
             raise LifecycleError(f"round {record.round_id} is {record.phase.value}, not drawn")
         await self._settle(record)
 
+    async def _round_tickets(self, round_id: str) -> list[TicketRow]:
+        # 'settled' rows are included so a replay after a crash rebuilds identical commands
+        prefetched = self._prefetched.pop(round_id, None)
+        if prefetched is not None:
+            try:
+                return await prefetched
+            except StorageError:
+                pass  # read again below: the error, if it persists, surfaces from there
+        return await self._store.tickets(round_id, ["placed", "settled"])
+
     async def _settle(self, record: RoundRecord) -> None:
         began = time.perf_counter()
         assert record.numbers is not None
-        # 'settled' rows are included so a replay after a crash rebuilds identical commands
-        tickets = await self._store.tickets(record.round_id, ["placed", "settled"])
-        summary: dict[str, Any] = {"tickets": len(tickets), "gross": "0", "paid": "0", "factor": "1", "capped": False}
+        tickets = await self._round_tickets(record.round_id)
+        summary: dict[str, Any] = {
+            "tickets": len(tickets),
+            "gross": "0",
+            "paid": "0",
+            "factor": "1",
+            "capped": False,
+        }
         if tickets:
             book = TicketBook.from_picks([t.picks for t in tickets], [t.stake for t in tickets])
             result = settle(
@@ -389,17 +474,7 @@ class TableRunner:
             )
             payouts = [int(p) for p in result.payouts]
             hits = [int(h) for h in result.hits]
-            balances, txs, skipped = await self._credit(record, tickets, payouts)
-            settled = [i for i, t in enumerate(tickets) if t.ticket_id not in skipped]
-            await self._store.record_results(
-                [tickets[i].ticket_id for i in settled],
-                [hits[i] for i in settled],
-                [payouts[i] for i in settled],
-                [balances[i] for i in settled],
-                [txs[i] for i in settled],
-            )
-            if skipped:
-                await self._store.mark_refunded(sorted(skipped), state="rolled_back")
+            await self._pay(record, tickets, payouts, hits)
             summary = {
                 "tickets": len(tickets),
                 "winners": sum(1 for p in payouts if p > 0),
@@ -410,12 +485,52 @@ class TableRunner:
             }
         await self._transition(record, RoundPhase.SETTLED, summary, settlement=summary)
         self.stats.last_settle_ms = (time.perf_counter() - began) * 1000
+        observe_settlement(self.table.table_id, self.stats.last_settle_ms / 1000)
         self.stats.last_settle_tickets = len(tickets)
 
-    async def _credit(
+    async def _pay(
+        self,
+        record: RoundRecord,
+        tickets: Sequence[TicketRow],
+        payouts: Sequence[int],
+        hits: Sequence[int],
+    ) -> None:
+        """Credit the wins, then write each ticket's outcome; both idempotent per round.
+
+        Accounts go in waves: while one wave's ticket rows are written, the next wave is
+        being journaled by the shards, so PostgreSQL's two kinds of work overlap instead of
+        adding up (a round of 100,000 tickets has a two-second budget).
+        """
+        commands, groups = self._settlement_commands(record, tickets, payouts)
+        waves = _waves([len(g) for g in groups], _WAVE_TICKETS)
+        # Every wave is sent at once (the shards keep their pipelines full); the router
+        # answers them in order, and each wave's rows are written as soon as it is paid.
+        credits = [asyncio.ensure_future(self._execute(commands[a:b])) for a, b in waves]
+        writes: list[asyncio.Future[None]] = []
+        failed = True
+        try:
+            for (first, last), credit in zip(waves, credits, strict=True):
+                results = await credit
+                writes.append(
+                    asyncio.ensure_future(
+                        self._record_wave(tickets, hits, payouts, groups[first:last], results)
+                    )
+                )
+            failed = False
+        finally:
+            # Whatever happened, nothing is left running: credits and writes are idempotent
+            # and a failed round is settled again from the start.
+            await asyncio.gather(*credits, return_exceptions=True)
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors and not failed:
+            raise errors[0]
+
+    def _settlement_commands(
         self, record: RoundRecord, tickets: Sequence[TicketRow], payouts: Sequence[int]
-    ) -> tuple[list[int | None], list[int | None], set[str]]:
-        """One SETTLE command per account: its tickets' wins, idempotent per round."""
+    ) -> tuple[list[Command], list[list[int]]]:
+        """One SETTLE command per account (split past ``_MAX_TICKETS_PER_CALL``), with the
+        indexes of the tickets each one pays."""
         by_account: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         for index, ticket in enumerate(tickets):
             by_account[(ticket.operator_id, ticket.player_id, ticket.currency)].append(index)
@@ -440,25 +555,51 @@ class TableRunner:
                     )
                 )
                 groups.append(part)
-        results = await self._execute(commands)
-        balances: list[int | None] = [None] * len(tickets)
-        txs: list[int | None] = [None] * len(tickets)
-        skipped: set[str] = set()
+        return commands, groups
+
+    async def _record_wave(
+        self,
+        tickets: Sequence[TicketRow],
+        hits: Sequence[int],
+        payouts: Sequence[int],
+        groups: Sequence[list[int]],
+        results: Sequence[Result],
+    ) -> None:
         failed = [r for r in results if r.code in (ResultCode.BUSY, ResultCode.UNAVAILABLE)]
         if failed:
-            raise _Retry(f"{len(failed)} settlement command(s) not applied yet: {failed[0].message}")
+            raise _Retry(
+                f"{len(failed)} settlement command(s) not applied yet: {failed[0].message}"
+            )
+        paid: list[tuple[int, Result]] = []
+        unpaid_tickets: list[str] = []
         for part, result in zip(groups, results, strict=True):
             if not result.ok:
                 # The account refused as a whole (unknown account, currency): its tickets
                 # cannot be paid; leave them for an operator and say so loudly.
-                raise _Retry(f"settlement refused for an account: {result.code.value} {result.message}")
-            skipped_keys = {entry.split("=", 1)[0] for entry in result.skipped}
+                raise _Retry(
+                    f"settlement refused for an account: {result.code.value} {result.message}"
+                )
+            # A bet already won was paid by an earlier settlement of this round: it counts
+            # as settled. Only bets rolled back (or never placed) are left unpaid.
+            unpaid = {
+                key
+                for key, code in map(split_skipped, result.skipped)
+                if code is not ResultCode.ALREADY_RESOLVED
+            }
             for i in part:
-                balances[i] = result.balance
-                txs[i] = result.tx_id
-                if tickets[i].bet_key in skipped_keys:
-                    skipped.add(tickets[i].ticket_id)
-        return balances, txs, skipped
+                if tickets[i].bet_key in unpaid:
+                    unpaid_tickets.append(tickets[i].ticket_id)
+                else:
+                    paid.append((i, result))
+        await self._store.record_results(
+            [tickets[i].ticket_id for i, _ in paid],
+            [hits[i] for i, _ in paid],
+            [payouts[i] for i, _ in paid],
+            [r.balance for _, r in paid],
+            [r.tx_id for _, r in paid],
+        )
+        if unpaid_tickets:
+            await self._store.mark_refunded(sorted(unpaid_tickets), state="rolled_back")
 
     async def _reveal(self, record: RoundRecord) -> None:
         seed = self._vault.open(record.seed_ciphertext, record.round_id)
@@ -485,7 +626,12 @@ class TableRunner:
 
     async def _cannot_complete(self, record: RoundRecord, reason: str) -> None:
         """GLI-19 interrupted game that cannot finish: void, refund, disable the table."""
-        log.error("round %s cannot complete: %s; voiding and disabling table %s", record.round_id, reason, self.table.table_id)
+        log.error(
+            "round %s cannot complete: %s; voiding and disabling table %s",
+            record.round_id,
+            reason,
+            self.table.table_id,
+        )
         await self._void(record, reason)
         self._enabled = False
         self._disabled_reason = f"round {record.round_id} could not complete: {reason}"
@@ -513,7 +659,9 @@ class TableRunner:
         ]
         if len(done) < len(tickets):
             codes = {r.code.value for r in results if not r.ok}
-            raise _Retry(f"{len(tickets) - len(done)} refund(s) not applied yet ({', '.join(sorted(codes))})")
+            raise _Retry(
+                f"{len(tickets) - len(done)} refund(s) not applied yet ({', '.join(sorted(codes))})"
+            )
         await self._store.mark_refunded(done)
         log.info("round %s: %d ticket(s) refunded (%s)", record.round_id, len(done), reason)
 
@@ -523,8 +671,15 @@ class TableRunner:
         for rid, state in self._open.items():
             if state.accepting and now_ms() < state.record.closes_at:
                 r = state.record
-                return {"round_id": rid, "table_id": r.table_id, "opens_at": r.opens_at, "closes_at": r.closes_at,
-                        "draws_at": r.draws_at, "commitment": r.commitment, "nonce": r.nonce}
+                return {
+                    "round_id": rid,
+                    "table_id": r.table_id,
+                    "opens_at": r.opens_at,
+                    "closes_at": r.closes_at,
+                    "draws_at": r.draws_at,
+                    "commitment": r.commitment,
+                    "nonce": r.nonce,
+                }
         return None
 
     async def place(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -562,17 +717,26 @@ class TableRunner:
 
     def _round_for(self, requested: object) -> _OpenRound:
         if not self._enabled:
-            raise BetRefusedError("table_disabled", f"table {self.table.table_id} is disabled: {self._disabled_reason}")
+            raise BetRefusedError(
+                "table_disabled",
+                f"table {self.table.table_id} is disabled: {self._disabled_reason}",
+            )
         now = now_ms()
         if requested is None:
             for state in self._open.values():
                 if state.accepting and now < state.record.closes_at:
                     return state
-            raise BetRefusedError("no_open_round", "no round is open for bets right now; retry in a moment")
+            raise BetRefusedError(
+                "no_open_round", "no round is open for bets right now; retry in a moment"
+            )
         if not isinstance(requested, str):
             raise BetRefusedError("bad_request", "round_id must be a string")
         state_or_none = self._open.get(requested)
-        if state_or_none is None or not state_or_none.accepting or now >= state_or_none.record.closes_at:
+        if (
+            state_or_none is None
+            or not state_or_none.accepting
+            or now >= state_or_none.record.closes_at
+        ):
             raise BetRefusedError("round_closed", f"round {requested} is not open for bets")
         return state_or_none
 
@@ -593,20 +757,34 @@ class TableRunner:
             raise BetRefusedError("bad_stake", str(exc)) from exc
         assert isinstance(stake, int)
         if stake < max(1, self.table.min_stake_minor):
-            raise BetRefusedError("stake_too_low", f"stake must be at least {max(1, self.table.min_stake_minor)} minor units")
+            raise BetRefusedError(
+                "stake_too_low",
+                f"stake must be at least {max(1, self.table.min_stake_minor)} minor units",
+            )
         if self.table.max_stake_minor is not None and stake > self.table.max_stake_minor:
-            raise BetRefusedError("stake_too_high", f"stake must be at most {self.table.max_stake_minor} minor units")
+            raise BetRefusedError(
+                "stake_too_high", f"stake must be at most {self.table.max_stake_minor} minor units"
+            )
         currency = request.get("currency")
         if currency not in self.table.currencies:
-            raise BetRefusedError("currency_not_offered", f"table {self.table.table_id} plays {', '.join(self.table.currencies)}")
+            raise BetRefusedError(
+                "currency_not_offered",
+                f"table {self.table.table_id} plays {', '.join(self.table.currencies)}",
+            )
         operator_id, player_id = request.get("operator_id"), request.get("player_id")
         for name, value in (("operator_id", operator_id), ("player_id", player_id)):
             if not isinstance(value, str) or not 1 <= len(value) <= 128 or value.startswith("~"):
-                raise BetRefusedError("bad_request", f"{name} must be a string of 1..128 characters")
+                raise BetRefusedError(
+                    "bad_request", f"{name} must be a string of 1..128 characters"
+                )
         ticket_id = request.get("ticket_id") or uuid.uuid4().hex
         if not isinstance(ticket_id, str) or not 1 <= len(ticket_id) <= 64:
             raise BetRefusedError("bad_request", "ticket_id must be a string of 1..64 characters")
-        assert isinstance(operator_id, str) and isinstance(player_id, str) and isinstance(currency, str)
+        assert (
+            isinstance(operator_id, str)
+            and isinstance(player_id, str)
+            and isinstance(currency, str)
+        )
         return TicketRow(ticket_id, rid, operator_id, player_id, currency, picks, stake, "pending")
 
     async def _place_batched(self, tickets: list[TicketRow]) -> list[dict[str, Any]]:
@@ -621,7 +799,10 @@ class TableRunner:
 
     async def _place_forever(self) -> None:
         while self._place_queue:
-            batch, self._place_queue = self._place_queue[:_PLACE_BATCH], self._place_queue[_PLACE_BATCH:]
+            batch, self._place_queue = (
+                self._place_queue[:_PLACE_BATCH],
+                self._place_queue[_PLACE_BATCH:],
+            )
             tickets = [t for chunk, _ in batch for t in chunk]
             ids = [t.ticket_id for t in tickets]
             if len(set(ids)) != len(ids):
@@ -643,7 +824,9 @@ class TableRunner:
                 start += len(chunk)
 
     @staticmethod
-    async def _settle_future(future: asyncio.Future[list[dict[str, Any]]], work: Awaitable[list[dict[str, Any]]]) -> None:
+    async def _settle_future(
+        future: asyncio.Future[list[dict[str, Any]]], work: Awaitable[list[dict[str, Any]]]
+    ) -> None:
         try:
             result = await work
         except Exception as exc:
@@ -654,7 +837,9 @@ class TableRunner:
             future.set_result(result)
 
     async def _place(self, tickets: list[TicketRow]) -> list[dict[str, Any]]:
-        existing = set(await self._store.insert_pending(self.table.table_id, tickets, self.table.paytable_set))
+        existing = set(
+            await self._store.insert_pending(self.table.table_id, tickets, self.table.paytable_set)
+        )
         fresh = [t for t in tickets if t.ticket_id not in existing]
         commands = [
             Command(
@@ -675,7 +860,9 @@ class TableRunner:
         answers: dict[str, dict[str, Any]] = {}
         for ticket, result in zip(fresh, results, strict=True):
             if result.ok and result.balance is not None:
-                placed.append((ticket.ticket_id, result.balance + ticket.stake, result.balance, result.tx_id))
+                placed.append(
+                    (ticket.ticket_id, result.balance + ticket.stake, result.balance, result.tx_id)
+                )
                 answers[ticket.ticket_id] = {
                     "status": "placed",
                     "ticket_id": ticket.ticket_id,
@@ -687,13 +874,21 @@ class TableRunner:
                 }
             elif result.code in (ResultCode.BUSY, ResultCode.UNAVAILABLE):
                 # Outcome unknown: the ticket stays pending and is refunded at the close.
-                answers[ticket.ticket_id] = {"status": "rejected", "code": "unavailable", "ticket_id": ticket.ticket_id,
-                                             "message": "wallet unavailable; the ticket will be refunded if it was debited"}
+                answers[ticket.ticket_id] = {
+                    "status": "rejected",
+                    "code": "unavailable",
+                    "ticket_id": ticket.ticket_id,
+                    "message": "wallet unavailable; the ticket will be refunded if it was debited",
+                }
             else:
                 rejected.append((ticket.ticket_id, result.code.value))
-                answers[ticket.ticket_id] = {"status": "rejected", "code": result.code.value,
-                                             "ticket_id": ticket.ticket_id, "message": result.message,
-                                             "balance": result.balance}
+                answers[ticket.ticket_id] = {
+                    "status": "rejected",
+                    "code": result.code.value,
+                    "ticket_id": ticket.ticket_id,
+                    "message": result.message,
+                    "balance": result.balance,
+                }
         await self._store.finish_placement(placed, rejected)
         self.stats.tickets_placed += len(placed)
         self.stats.tickets_rejected += len(rejected)
@@ -715,7 +910,9 @@ class TableRunner:
             return {"status": "rolled_back", "ticket_id": ticket_id, "repeat": True}
         state = self._open.get(stored["round_id"])
         if state is None or not state.accepting or now_ms() >= state.record.closes_at:
-            raise BetRefusedError("round_closed", f"round {stored['round_id']} no longer takes bets or rollbacks")
+            raise BetRefusedError(
+                "round_closed", f"round {stored['round_id']} no longer takes bets or rollbacks"
+            )
         if stored["state"] != "placed":
             raise BetRefusedError("not_placed", f"ticket {ticket_id} is {stored['state']}")
         state.in_flight += 1
@@ -745,7 +942,9 @@ class TableRunner:
 
 
 # What a phase event may tell the world (the seed only once revealed, which is when it is set).
-_PUBLIC_EVENT_COLUMNS = frozenset({"numbers", "client_seed", "salt_block", "settlement", "revealed_seed", "void_reason"})
+_PUBLIC_EVENT_COLUMNS = frozenset(
+    {"numbers", "client_seed", "salt_block", "settlement", "revealed_seed", "void_reason"}
+)
 
 
 class _Retry(RgsError):

@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "cli.rounds",
     "cli.chain",
     "cli.cluster",
+    "cli.status",
+    "cli.shards",
 )
 
 

@@ -70,7 +70,10 @@ def _up(args: argparse.Namespace) -> int:
         stop_requested = _install_stop_handlers(stop_requested)
         context = ray.get_runtime_context()
         _say(f"ray           {'joined ' + config.ray_address if config.ray_address else 'local'}"
-             f" (node {context.get_node_id()[:12]}, namespace {context.namespace})")
+             f" (node {context.get_node_id()[:12]}, namespace {context.namespace}, address {context.gcs_address})")
+        # Where other rgs commands (rgs shards ...) find this stack's Ray by default.
+        _ray_address_file(config).write_text(context.gcs_address + "\n", encoding="utf-8")
+        started.append(("Ray address file", _Stoppable(lambda: _ray_address_file(config).unlink(missing_ok=True))))
         redis_url, redis_server = resolve_redis(config.redis_url, config.state_dir / "redis")
         if redis_server is not None:
             started.append(("embedded Redis", _Stoppable(redis_server.stop)))
@@ -115,6 +118,10 @@ def _start_ray(config: Config) -> Any:
         log_to_driver=False,
     )
     return ray
+
+
+def _ray_address_file(config: Config) -> Any:
+    return config.state_dir / "ray-address"
 
 
 def _stop_all(started: list[tuple[str, Any]]) -> None:
@@ -259,11 +266,21 @@ def _start_rounds(config: Config, database_url: str, shards: ShardSet, redis_url
 
 
 def _drain(shards: ShardSet) -> None:
-    """Answer what is queued and flush the journal before the shard processes go."""
-    import ray
+    """Answer what is queued and flush the journal before the shard processes go.
 
-    with contextlib.suppress(Exception):
-        ray.get([h.drain.remote() for h in shards.handles], timeout=30)
+    Every shard of the set alive now is drained, found by name: a live rebalance
+    (``rgs shards rebalance``) may have added shards this process never held a handle to.
+    Killing comes after, as ``ray.kill`` skips the shards' graceful-exit hook.
+    """
+    try:
+        outcomes = shards.drain_all(timeout=30)
+    except Exception as exc:  # still kill them: fencing covers whatever was not flushed
+        outcomes = [{"name": "shards", "error": str(exc)}]
+    for outcome in outcomes:
+        if "error" in outcome:
+            _say(f"  {outcome['name']}: not drained ({outcome['error']})")
+        else:
+            _say(f"  {outcome['name']}: drained, {int(outcome.get('commands', 0))} command(s) committed in this run")
     shards.stop()
 
 

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors.metrics import record_rate_limited
 from actors.round_scheduler import scheduler_name
 from actors.router import ShardRouter
 from actors.shard import NAMESPACE, shard_handles, tune_interpreter
@@ -318,6 +319,16 @@ def _ticket_view(ticket: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ticket.items() if k not in ("bet_tx", "win_tx")}
 
 
+async def _notary_info(name: str) -> Any:
+    """The chain notary answers and reaches its chain (``info`` reads the chain id)."""
+    return await ray.get_actor(name, namespace=NAMESPACE).info.remote()
+
+
+def _limit_scope(key: str | None) -> str:
+    """The kind of limit a refused check key belongs to (a metric label: never the key)."""
+    return "ip" if key is not None and key.startswith("ip:") else "operator"
+
+
 # Everything the deployment uses is defined above it: Serve's ingress wrapper is shipped to
 # replicas by value and sees the module only as it was when the class was decorated.
 def _rtp_text(value: Fraction) -> str:
@@ -369,6 +380,7 @@ class OperatorApi:
         decision = await backend.limiter.hit_many(checks)
         if not decision.allowed:
             self.rate_limited += 1
+            record_rate_limited(_limit_scope(decision.limited_by))
             raise ApiError(
                 429, "rate_limited", f"too many requests ({decision.limited_by}); retry after {decision.retry_after_s} s",
                 {"Retry-After": str(decision.retry_after_s)},
@@ -671,7 +683,7 @@ class OperatorApi:
     async def live(self) -> Response:
         return _json_response(200, {"status": "ok"}, uuid.uuid4().hex)
 
-    @app.get("/health/ready", summary="PostgreSQL, Redis, the shards and the tables answer")
+    @app.get("/health/ready", summary="PostgreSQL, Redis, the shards, the tables and the chain answer")
     async def ready(self) -> Response:
         checks: dict[str, str] = {}
         try:
@@ -691,6 +703,8 @@ class OperatorApi:
             probe("redis", backend.redis.ping()),
             probe("shards", backend.router.execute_many([Command(CommandKind.BALANCE, "~health", "probe", "EUR")])),
             *(probe(f"table:{t}", backend.scheduler(t).current.remote()) for t in backend.tables),
+            # Bets need open rounds, and rounds need the chain: without it they are voided.
+            *([probe("chain", _notary_info(backend.settings["notary"]))] if backend.settings.get("notary") else []),
         )
         ok = all(v == "ok" for v in checks.values())
         return _json_response(200 if ok else 503, {"status": "ok" if ok else "unavailable", "checks": checks}, uuid.uuid4().hex)

@@ -5,6 +5,10 @@ whole batch (new accounts, ledger transactions and lines, idempotency records, b
 states, account balances) in one transaction. Inside it the partitions' fencing epochs
 are re-read ``FOR SHARE`` and every account update is conditional on the version the shard
 last saw, so a stale owner cannot write. Only after COMMIT returns may the shard answer.
+
+The shard layout (which named shard owns which partition, migration 0008) is read and
+written here too: it is what a starting shard claims and what routers route by, and it
+changes only in a live rebalance (``actors.rebalance``) or when a stack starts.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "PreparedCommit",
     "RecordDraft",
     "ResolutionDraft",
+    "ShardLayout",
     "TxDraft",
 ]
 
@@ -161,6 +166,23 @@ class Conflicts:
     bets: set[tuple[int, str]]
 
 
+@dataclass(frozen=True, slots=True)
+class ShardLayout:
+    """Which named shard owns each partition of one shard set (version 0: never stored)."""
+
+    shard_set: str
+    version: int
+    owners: tuple[str, ...]  # owners[partition] is a shard's name
+
+    def owned_by(self, shard: str) -> frozenset[int]:
+        return frozenset(p for p, owner in enumerate(self.owners) if owner == shard)
+
+    @property
+    def shards(self) -> list[str]:
+        """Shard names, in the order of their index suffix (``x-2`` before ``x-10``)."""
+        return sorted(set(self.owners), key=lambda n: (len(n), n))
+
+
 def _account_row(record: asyncpg.Record) -> AccountRow:
     return AccountRow(
         kind=record["kind"],
@@ -252,6 +274,67 @@ class Journal:
             self.owner,
         )
         return {int(r["partition_id"]): int(r["epoch"]) for r in rows}
+
+    def sibling(self) -> Journal:
+        """Another connection for the same owner: ownership changes and layout reads run
+        on it, beside the flusher's writes (an asyncpg connection runs one query at a time)."""
+        return Journal(self._url, self.owner)
+
+    # -- the shard layout (see migration 0008) ------------------------------------------
+
+    async def load_layout(self, shard_set: str, partitions: int) -> ShardLayout | None:
+        """The stored layout, None if there is none or it does not cover every partition
+        (then the caller falls back to the layout it was started with)."""
+        rows = await self._fetch(
+            "SELECT l.version, a.partition_id, a.shard FROM shard_layouts l"
+            " JOIN shard_assignments a USING (shard_set) WHERE l.shard_set = $1",
+            shard_set,
+        )
+        owners = {int(r["partition_id"]): str(r["shard"]) for r in rows}
+        if not rows or sorted(owners) != list(range(partitions)):
+            return None
+        return ShardLayout(shard_set, int(rows[0]["version"]), tuple(owners[p] for p in range(partitions)))
+
+    async def save_layout(self, shard_set: str, owners: Sequence[str], *, expected_version: int | None) -> ShardLayout:
+        """Store a new layout under the next version. With ``expected_version`` the write
+        only happens if the stored version is still that one (0: none stored yet), so two
+        coordinators cannot silently overwrite each other; None overwrites whatever is there
+        (a stack starting up declares its layout)."""
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                current = await conn.fetchval(
+                    "SELECT version FROM shard_layouts WHERE shard_set = $1 FOR UPDATE", shard_set
+                )
+                if expected_version is not None and (current or 0) != expected_version:
+                    raise StorageError(
+                        f"the layout of {shard_set!r} moved on to version {current} while this change "
+                        f"was prepared against version {expected_version}; retry"
+                    )
+                version = (current or 0) + 1
+                await conn.execute(
+                    "INSERT INTO shard_layouts (shard_set, version) VALUES ($1, $2) ON CONFLICT (shard_set)"
+                    " DO UPDATE SET version = excluded.version, updated_at = now()",
+                    shard_set,
+                    version,
+                )
+                await conn.execute("DELETE FROM shard_assignments WHERE shard_set = $1", shard_set)
+                await conn.execute(
+                    "INSERT INTO shard_assignments (shard_set, partition_id, shard)"
+                    " SELECT $1, p - 1, s FROM unnest($2::text[]) WITH ORDINALITY AS t(s, p)",
+                    shard_set,
+                    list(owners),
+                )
+        except CONNECTION_ERRORS as exc:
+            self._lost()
+            raise DatabaseUnavailableError(f"lost PostgreSQL: {exc}") from exc
+        return ShardLayout(shard_set, version, tuple(owners))
+
+    async def try_lock_layout(self, shard_set: str) -> bool:
+        """Take the session lock that makes one rebalance of a shard set run at a time
+        (released when this journal's connection closes)."""
+        rows = await self._fetch("SELECT pg_try_advisory_lock(21352, hashtext($1)) AS taken", shard_set)
+        return bool(rows[0]["taken"])
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -577,3 +577,24 @@ async def test_notary_or_shard_lost_at_every_phase(
     if final == "revealed":
         await _expect_paid_exactly(harness, rid, paytables)
     await _ledger_ok(harness.url)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "target", "expected"),
+    [
+        ([], 10, []),
+        ([3], 10, [(0, 1)]),
+        ([5, 5, 5, 5], 10, [(0, 2), (2, 4)]),
+        ([5, 5, 5], 10, [(0, 2), (2, 3)]),
+        ([12, 1, 1], 10, [(0, 1), (1, 3)]),
+    ],
+)
+def test_settlement_waves_cover_every_group_once_in_order(
+    sizes: list[int], target: int, expected: list[tuple[int, int]]
+) -> None:
+    from actors.table_runner import _waves
+
+    waves = _waves(sizes, target)
+    assert waves == expected
+    covered = [i for first, last in waves for i in range(first, last)]
+    assert covered == list(range(len(sizes)))
