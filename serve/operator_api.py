@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -84,6 +85,9 @@ __all__ = ["OPERATOR_DEPLOYMENT_OPTIONS", "ApiError", "OperatorApi", "app"]
 log = logging.getLogger("rgs.api")
 
 MAX_BODY_BYTES = 64 * 1024
+# Stored as ``api:KEY`` on the ledger, whose keys hold at most 128 characters.
+MAX_IDEMPOTENCY_KEY = 120
+_PRINTABLE_KEY = re.compile(r"[\x21-\x7e]+")
 _CREDENTIALS_TTL_S = 5.0
 
 OPERATOR_DEPLOYMENT_OPTIONS: dict[str, Any] = {
@@ -292,6 +296,15 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
         raise ApiError(400, "invalid_request", describe_validation_error(exc)) from exc
 
 
+def _command(kind: CommandKind, operator_id: str, player_id: str, currency: str, **fields: Any) -> Command:
+    """A wallet command from client input: what the wallet protocol refuses (an unknown
+    currency, an over-long id) is the client's mistake, a 400, not an outage."""
+    try:
+        return Command(kind, operator_id, player_id, currency, **fields)
+    except RgsError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from exc
+
+
 def _wallet_error(result: Result) -> ApiError:
     status, code = _WALLET_ERRORS.get(result.code, (500, result.code.value))
     return ApiError(status, code, result.message or code.replace("_", " "))
@@ -409,8 +422,11 @@ class OperatorApi:
         work: Callable[[_Backend, Caller, bytes], Awaitable[tuple[int, Any]]],
     ) -> Response:
         key = request.headers.get("idempotency-key")
-        if not key or len(key) > 128:
-            raise ApiError(400, "missing_idempotency_key", "every POST needs an Idempotency-Key header of 1..128 characters")
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY or not _PRINTABLE_KEY.fullmatch(key):
+            raise ApiError(
+                400, "missing_idempotency_key",
+                f"every POST needs an Idempotency-Key header of 1..{MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            )
         fingerprint = request_fingerprint(request.method, _path_with_query(request.scope), body)
         begun = await backend.operators.begin_request(caller.operator_id, key, fingerprint)
         if begun.outcome is BeginOutcome.REPLAY:
@@ -466,7 +482,7 @@ class OperatorApi:
     async def players(self, request: Request) -> Response:
         async def work(backend: _Backend, caller: Caller, body: bytes) -> tuple[int, Any]:
             form = _parse(PlayerRequest, body)
-            result = await backend.execute(Command(CommandKind.OPEN, caller.operator_id, form.player_id, form.currency))
+            result = await backend.execute(_command(CommandKind.OPEN, caller.operator_id, form.player_id, form.currency))
             if not result.ok:
                 raise _wallet_error(result)
             return 201, {"player_id": form.player_id, "currency": form.currency, "balance": result.balance}
@@ -485,19 +501,22 @@ class OperatorApi:
 
         return await self._handle(request, work, idempotent_post=True)
 
-    async def _known_player(self, backend: _Backend, caller: Caller, player_id: str) -> Result:
-        result = await backend.execute(Command(CommandKind.BALANCE, caller.operator_id, player_id, "EUR"))
-        if result.code is ResultCode.UNKNOWN_ACCOUNT:
+    async def _known_player(self, backend: _Backend, caller: Caller, player_id: str) -> None:
+        # A player has one account (one currency) per operator; any currency proves it exists.
+        currency = await backend.rounds._pool.fetchval(
+            "SELECT currency FROM accounts WHERE kind = 'player' AND operator_id = $1 AND player_id = $2",
+            caller.operator_id, player_id,
+        )
+        if currency is None:
             raise ApiError(404, "unknown_player", f"no player {player_id}; register it with POST /api/players")
-        return result
 
     async def _transfer(self, request: Request, kind: CommandKind) -> Response:
         async def work(backend: _Backend, caller: Caller, body: bytes) -> tuple[int, Any]:
             form = _parse(TransferRequest, body)
             assert caller.idempotency_key is not None
             result = await backend.execute(
-                Command(kind, caller.operator_id, form.player_id, form.currency,
-                        idempotency_key=f"api:{caller.idempotency_key}", amount=form.amount)
+                _command(kind, caller.operator_id, form.player_id, form.currency,
+                         idempotency_key=f"api:{caller.idempotency_key}", amount=form.amount)
             )
             if not result.ok:
                 raise _wallet_error(result)
@@ -520,11 +539,7 @@ class OperatorApi:
             player = _query(request, "player_id", required=True)
             currency = _query(request, "currency", required=True)
             assert player is not None and currency is not None
-            try:
-                command = Command(CommandKind.BALANCE, caller.operator_id, player, currency)
-            except RgsError as exc:
-                raise ApiError(400, "invalid_request", str(exc)) from exc
-            result = await backend.execute(command)
+            result = await backend.execute(_command(CommandKind.BALANCE, caller.operator_id, player, currency))
             if not result.ok:
                 raise _wallet_error(result)
             return 200, {"player_id": player, "currency": currency, "balance": result.balance}

@@ -325,6 +325,57 @@ async def test_other_operator_rate_limits_and_risk(stack: dict[str, Any]) -> Non
         assert (await op1.call("GET", "/operator/config"))[0] == 200
 
 
+async def test_client_mistakes_on_every_route_are_400s_and_sessions_work(stack: dict[str, Any]) -> None:
+    """Input the wallet protocol refuses (an unknown currency, an unusable key) is the
+    client's mistake on every route, never a 5xx; sessions work for any registered player;
+    an operator limited to an address list is refused from elsewhere (403)."""
+    from core.operator_auth import PURPOSE_CREDENTIALS, CredentialVault, derive_key
+    from core.seeds import parse_key
+    from storage.operators import OperatorStore
+
+    async with _client(stack) as client:
+        await client.authenticate()
+        player = "e2e-mistakes"
+        assert (await client.call("POST", "/players", {"player_id": player, "currency": "EUR"}))[0] == 201
+        for method, path, body in (
+            ("POST", "/players", {"player_id": "e2e-xyz", "currency": "XYZ"}),
+            ("POST", "/wallet/credit", {"player_id": player, "currency": "XYZ", "amount": 100}),
+            ("POST", "/wallet/debit", {"player_id": player, "currency": "QQQ", "amount": 100}),
+            ("GET", f"/wallet/balance?player_id={player}&currency=XYZ", None),
+        ):
+            status, answer = await client.call(method, path, body)
+            assert status == 400 and answer["code"] == "invalid_request", (path, status, answer)
+        credit = {"player_id": player, "currency": "EUR", "amount": 100}
+        for key in ("k" * 121, "has space"):
+            status, answer = await client.call("POST", "/wallet/credit", credit, idempotency_key=key)
+            assert status == 400 and answer["code"] == "missing_idempotency_key", (key, status, answer)
+        status, at_limit = await client.call("POST", "/wallet/credit", credit, idempotency_key="k" * 120)
+        assert status == 200, at_limit
+        _, balance = await client.call("GET", f"/wallet/balance?player_id={player}&currency=EUR")
+        assert balance["balance"] == 100  # only the one well-formed credit moved money
+        # sessions: for a player in any currency; an unknown player is a 404
+        assert (await client.call("POST", "/players", {"player_id": "e2e-usd", "currency": "USD"}))[0] == 201
+        status, session = await client.call("POST", "/sessions", {"player_id": "e2e-usd"})
+        assert status == 201 and session["player_id"] == "e2e-usd" and len(session["session_token"]) >= 16, session
+        status, answer = await client.call("POST", "/sessions", {"player_id": "e2e-nobody"})
+        assert status == 404 and answer["code"] == "unknown_player", answer
+
+    url = stack["demo"]["database_url"]
+    key = (stack["state"] / "seed.key").read_text().strip()
+    store = await OperatorStore.connect(url)
+    try:
+        client_id, secret = await store.create_operator(
+            "e2e-op-fenced", "Fenced operator",
+            vault=CredentialVault(derive_key(parse_key(key), PURPOSE_CREDENTIALS)), ip_allow_list=["203.0.113.0/24"],
+        )
+    finally:
+        await store.close()
+    async with OperatorClient(stack["demo"]["operator"]["api_base_url"], client_id, secret) as fenced:
+        await fenced.authenticate()
+        status, answer, _ = await fenced.raw("GET", "/operator/config")
+        assert status == 403 and answer["code"] == "ip_not_allowed", answer
+
+
 def test_after_the_stack_stops_the_ledger_and_every_round_verify(stack: dict[str, Any]) -> None:
     process = stack["process"]
     process.send_signal(signal.SIGTERM)
