@@ -9,6 +9,9 @@
         ├── RebalanceError         partitions could not move between shards (the layout
         │                          stays as it was for them)
         ├── NotaryUnavailableError the chain notary did not answer (retry later)
+        ├── AdapterUnavailableError a provider adapter could not be reached; the call's
+        │                          outcome is unknown and the provider's retry (same
+        │                          transaction ids) settles it
         └── RoundError             a round could not move on
             └── BetRefusedError    a ticket refused before any money moved (closed round,
                                    bad picks, limits); carries a stable ``code``
@@ -23,6 +26,7 @@ from core.errors import RgsError
 
 __all__ = [
     "ActorError",
+    "AdapterUnavailableError",
     "BetRefusedError",
     "NotaryUnavailableError",
     "RebalanceError",
@@ -49,6 +53,10 @@ class RebalanceError(ActorError):
 
 
 class NotaryUnavailableError(ActorError):
+    pass
+
+
+class AdapterUnavailableError(ActorError):
     pass
 
 

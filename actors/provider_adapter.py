@@ -5,12 +5,20 @@ player (session token and/or player id), runs the intents on the account shards 
 router (so concurrent callbacks share shard calls), records every callback for
 reconciliation before answering, and renders the dialect's exact response. The Serve
 deployment in front only moves bytes.
+
+Those bytes do not travel as Ray calls: a Ray actor call costs both sides about a
+millisecond of CPU in Ray's own threads, which on a small node was most of a wallet
+request's cost. The adapter listens on a socket of its own (``actors.framing``; its
+address and token come from ``endpoint()``), and each Serve replica keeps an
+``AdapterLink`` to it that sends the requests of one event-loop turn as one frame. Ray
+still places, names and restarts the adapter; the link reconnects to the new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -18,6 +26,14 @@ from typing import Any
 import asyncpg
 import ray
 
+from actors.errors import AdapterUnavailableError
+from actors.framing import (
+    ConnectionLost,
+    FrameConnection,
+    encode_frame,
+    open_frame_connection,
+    read_frame,
+)
 from actors.router import ShardRouter
 from actors.shard import NAMESPACE, shard_handles, tune_interpreter
 from actors.wallet_flow import ResolvedPlayer, run_call
@@ -26,7 +42,7 @@ from core.dialects.registry import dialect
 from storage.callbacks import CallbackRecord, CallbackStore
 from storage.sessions import SessionInfo, SessionStore
 
-__all__ = ["ProviderAdapter", "adapter_name"]
+__all__ = ["AdapterLink", "ProviderAdapter", "adapter_name"]
 
 log = logging.getLogger("rgs.wallet")
 
@@ -35,6 +51,7 @@ RawRequest = tuple[str, str, dict[str, str], bytes, float]
 RawResponse = tuple[int, dict[str, str], bytes]
 
 _SESSION_CACHE_S = 2.0  # a revoked token may be honoured this long by a busy adapter
+_MAX_REQUESTS_PER_FRAME = 64
 
 
 async def _probe(check: Awaitable[object], timeout_s: float) -> str:
@@ -68,6 +85,9 @@ class ProviderAdapter:
         self._records: list[tuple[CallbackRecord, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._token = secrets.token_hex(16)
+        self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
         # where a request's time goes: before it reached us (Serve, the hop), with us
         self.timings = {"requests": 0, "arrival_seconds": 0.0, "handle_seconds": 0.0, "record_seconds": 0.0}
 
@@ -84,6 +104,9 @@ class ProviderAdapter:
             shard_handles(shards, partitions, prefix=prefix).handles, partitions, max_in_flight=4
         )
         self._recorder = asyncio.ensure_future(self._record_forever())
+        host = ray.util.get_node_ip_address()
+        self._server = await asyncio.start_server(self._serve_connection, host, 0)
+        self._address = (host, int(self._server.sockets[0].getsockname()[1]))
 
     async def ready(self) -> str:
         if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
@@ -91,9 +114,37 @@ class ProviderAdapter:
         await asyncio.shield(self._ready)
         return self._settings.provider_id
 
+    async def endpoint(self) -> dict[str, Any]:
+        """Where this incarnation's data path listens: ``{"address": [host, port], "token"}``."""
+        await self.ready()
+        assert self._address is not None
+        return {"address": list(self._address), "token": self._token}
+
     async def handle_many(self, requests: list[RawRequest]) -> list[RawResponse]:
         await self.ready()
         return list(await asyncio.gather(*(self._handle(r) for r in requests)))
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One replica's link: frames ``[request_id, [raw request, ...]]`` in, answers out."""
+        replies: set[asyncio.Task[None]] = set()
+        try:
+            if await read_frame(reader) != self._token:
+                return
+            while True:
+                request_id, raws = await read_frame(reader)
+                requests = [_raw_request(r) for r in raws]
+                reply = asyncio.ensure_future(self._reply(writer, request_id, requests))
+                replies.add(reply)
+                reply.add_done_callback(replies.discard)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, TypeError):
+            pass  # the link sees the connection drop; the provider retries its calls
+        finally:
+            writer.close()
+
+    async def _reply(self, writer: asyncio.StreamWriter, request_id: int, requests: list[RawRequest]) -> None:
+        answers = await self.handle_many(requests)
+        if not writer.is_closing():
+            writer.write(encode_frame([request_id, [list(a) for a in answers]]))
 
     async def stats(self) -> dict[str, float]:
         return dict(self.timings)
@@ -240,3 +291,89 @@ class ProviderAdapter:
                     future.set_result(None)
 
 
+
+
+def _raw_request(wire: Any) -> RawRequest:
+    method, path, headers, body, received_at = wire
+    if not (isinstance(method, str) and isinstance(path, str) and isinstance(headers, dict)
+            and isinstance(body, bytes) and isinstance(received_at, (int, float))):
+        raise TypeError("malformed request frame")
+    return method, path, headers, body, float(received_at)
+
+
+class AdapterLink:
+    """A Serve replica's data path to one provider's adapter.
+
+    Requests that arrive in one turn of the replica's event loop leave together in one
+    frame (a busy replica coalesces without waiting on a timer; an idle one sends at
+    once). When the connection breaks, the requests on it fail with
+    ``AdapterUnavailableError`` (their outcome is unknown: the provider's retry, under the
+    same transaction ids, is answered from the stored result) and the next request
+    reconnects to wherever Ray has the adapter now.
+    """
+
+    def __init__(self, provider_id: str) -> None:
+        self.provider_id = provider_id
+        self._connection: FrameConnection | None = None
+        self._connecting: asyncio.Future[FrameConnection] | None = None
+        self._queue: list[tuple[list[Any], asyncio.Future[RawResponse]]] = []
+        self._flush_scheduled = False
+        self._sends: set[asyncio.Task[None]] = set()
+
+    async def call(self, raw: RawRequest) -> RawResponse:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RawResponse] = loop.create_future()
+        self._queue.append((list(raw), future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._queue:
+            batch, self._queue = self._queue[:_MAX_REQUESTS_PER_FRAME], self._queue[_MAX_REQUESTS_PER_FRAME:]
+            task = asyncio.ensure_future(self._send(batch))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    async def _send(self, batch: list[tuple[list[Any], asyncio.Future[RawResponse]]]) -> None:
+        try:
+            connection = await self._connect()
+            answers = await connection.request([raw for raw, _ in batch])
+            responses = [(int(status), dict(headers), bytes(body)) for status, headers, body in answers]
+            if len(responses) != len(batch):
+                raise ConnectionLost(f"adapter answered {len(responses)} of {len(batch)} requests")
+        except (ConnectionLost, OSError, ValueError, TypeError, ray.exceptions.RayError) as exc:
+            self.close()
+            failure = AdapterUnavailableError(f"adapter of {self.provider_id} unreachable: {type(exc).__name__}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        for (_, future), response in zip(batch, responses, strict=True):
+            if not future.done():
+                future.set_result(response)
+
+    async def _connect(self) -> FrameConnection:
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        connecting = self._connecting
+        if connecting is None:
+            connecting = self._connecting = asyncio.ensure_future(self._open())
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if self._connecting is connecting and connecting.done():
+                self._connecting = None
+
+    async def _open(self) -> FrameConnection:
+        adapter = ray.get_actor(adapter_name(self.provider_id), namespace=NAMESPACE)
+        info = await adapter.endpoint.remote()
+        self._connection = await open_frame_connection(info["address"], info["token"], peer=f"adapter {self.provider_id}")
+        return self._connection

@@ -24,7 +24,6 @@ stays one list lookup per command; the map is read only when it may have changed
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Any
 
 import ray
 
-from actors.framing import FrameError, encode_frame, read_frame
+from actors.framing import ConnectionLost, FrameConnection, open_frame_connection
 from core.partitioning import partition_of, shard_of
 from core.wallet import Command, Result, ResultCode
 
@@ -46,61 +45,14 @@ _MOVED_MARKERS = ("not owned here", "shard stopping", "shard stopped", "shard un
 _RELOAD_TIMEOUT_S = 5.0
 
 
-class _Lost(ConnectionError):
-    """The connection to a shard broke: outcomes of its in-flight requests are unknown."""
-
-
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-        self._pending: dict[int, asyncio.Future[list[Any]]] = {}
-        self._ids = itertools.count()
-        self._reader = asyncio.ensure_future(self._read_loop(reader))
-        self.closed = False
-
-    async def request(self, wires: list[Any]) -> list[Any]:
-        if self.closed:
-            raise _Lost("connection closed")
-        request_id = next(self._ids)
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        self._writer.write(encode_frame([request_id, wires]))
-        return await future
-
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                request_id, answers = await read_frame(reader)
-                future = self._pending.pop(request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(answers)
-        except (asyncio.IncompleteReadError, ConnectionError, FrameError, OSError) as exc:
-            self._fail(_Lost(f"connection to shard lost: {type(exc).__name__}"))
-        except asyncio.CancelledError:
-            self._fail(_Lost("connection closed"))
-            raise
-
-    def _fail(self, exc: BaseException) -> None:
-        self.closed = True
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(exc)
-        self._pending.clear()
-        self._writer.close()
-
-    def close(self) -> None:
-        self._reader.cancel()
-        self._fail(_Lost("connection closed"))
-
-
 @dataclass(eq=False)
 class _Lane:
     handle: Any
     name: str | None = None  # the shard's actor name, once known (from the map or ready())
     queue: list[_Item] = field(default_factory=list)
     in_flight: int = 0
-    connection: _Connection | None = None
-    connecting: asyncio.Future[_Connection] | None = None
+    connection: FrameConnection | None = None
+    connecting: asyncio.Future[FrameConnection] | None = None
 
 
 @dataclass(slots=True)
@@ -273,7 +225,7 @@ class ShardRouter:
         self.reloads += 1
         return True
 
-    async def _connection(self, lane: _Lane) -> _Connection:
+    async def _connection(self, lane: _Lane) -> FrameConnection:
         if lane.connection is not None and not lane.connection.closed:
             return lane.connection
         connecting = lane.connecting
@@ -286,13 +238,10 @@ class ShardRouter:
             if lane.connecting is connecting and connecting.done():
                 lane.connecting = None
 
-    async def _connect(self, lane: _Lane) -> _Connection:
+    async def _connect(self, lane: _Lane) -> FrameConnection:
         info = await lane.handle.ready.remote()
         lane.name = info.get("name", lane.name)
-        host, port = info["address"]
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(encode_frame(info["token"]))
-        lane.connection = _Connection(reader, writer)
+        lane.connection = await open_frame_connection(info["address"], info["token"], peer="shard")
         return lane.connection
 
     async def _attempt(self, lane: _Lane, commands: list[Command]) -> list[Result]:
@@ -302,7 +251,7 @@ class ShardRouter:
             connection = await self._connection(lane)
             replies = await connection.request([c.to_wire() for c in commands])
             answers = [Result.from_wire(w) for w in replies]
-        except (_Lost, OSError, ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        except (ConnectionLost, OSError, ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
             # Unknown outcome: resend the same commands (same keys) once the shard is back.
             return [Result(ResultCode.UNAVAILABLE, message=f"shard unreachable: {_first_line(exc)}")] * len(commands)
         except ray.exceptions.RayTaskError as exc:

@@ -2,8 +2,9 @@
 
 ``POST /wallet/{provider}/...`` is matched to the provider's ``ProviderAdapter`` actor by
 its base path; the raw method, path, headers and body go to the adapter and its answer
-comes back byte for byte. Concurrent requests in a replica are batched (``serve.batch``)
-into one actor call per adapter, so the Serve → adapter hop is not one Ray call each.
+comes back byte for byte. They travel over the adapter's own socket
+(``actors.provider_adapter.AdapterLink``), not as Ray calls: concurrent requests in a
+replica leave together in one frame per adapter.
 
 What never reaches an adapter is answered here in the provider's own error shape where we
 know the provider (body too large, wrong method), else as a small JSON 404.
@@ -31,8 +32,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors.errors import AdapterUnavailableError
 from actors.metrics import record_wallet_request
-from actors.provider_adapter import adapter_name
+from actors.provider_adapter import AdapterLink, adapter_name
 from actors.shard import NAMESPACE, tune_interpreter
 from core.dialects.base import WireRequest
 from core.dialects.registry import dialect
@@ -82,6 +84,7 @@ class WalletGateway:
         tune_interpreter()
         self._providers = providers
         self._adapters: dict[str, Any] = {}
+        self._links = {p["provider_id"]: AdapterLink(p["provider_id"]) for p in providers.values()}
         self._health = dict(health or {})
         self._redis: Any = None
 
@@ -89,21 +92,6 @@ class WalletGateway:
         if provider_id not in self._adapters:
             self._adapters[provider_id] = ray.get_actor(adapter_name(provider_id), namespace=NAMESPACE)
         return self._adapters[provider_id]
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0005, max_concurrent_batches=32)
-    async def _dispatch(self, items: list[tuple[str, tuple[str, str, dict[str, str], bytes, float]]]) -> list[Any]:
-        by_provider: dict[str, list[int]] = {}
-        for index, (provider_id, _) in enumerate(items):
-            by_provider.setdefault(provider_id, []).append(index)
-        answers: list[Any] = [None] * len(items)
-        refs = {
-            provider_id: self._adapter(provider_id).handle_many.remote([items[i][1] for i in indexes])
-            for provider_id, indexes in by_provider.items()
-        }
-        for provider_id, ref in refs.items():
-            for index, answer in zip(by_provider[provider_id], await ref, strict=True):
-                answers[index] = answer
-        return answers
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/")
@@ -141,10 +129,8 @@ class WalletGateway:
             return Response(rejected.body, rejected.status, dict(rejected.headers))
         raw = (request.method.upper(), sub_path, wire_headers, body, received_at)
         try:
-            status, headers, answer = await self._dispatch((provider["provider_id"], raw))
-        except (ray.exceptions.RayError, TimeoutError) as exc:
-            if isinstance(exc, ray.exceptions.RayActorError):
-                self._adapters.pop(provider["provider_id"], None)  # a replaced adapter: look it up again
+            status, headers, answer = await self._links[provider["provider_id"]].call(raw)
+        except AdapterUnavailableError:
             rejected = speaker.reject(WireRequest(*raw), "wallet unavailable")
             return Response(rejected.body, rejected.status, dict(rejected.headers))
         return Response(answer, status, headers)

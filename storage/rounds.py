@@ -107,6 +107,16 @@ class TicketRow:
         return bet_key(self.ticket_id)
 
 
+def _int_array_type(*columns: Sequence[int | None]) -> str:
+    """``bigint`` when every amount fits in 64 bits (always, but for wei), else ``numeric``.
+
+    asyncpg encodes a ``numeric[]`` element by element through ``Decimal``: on 100,000
+    tickets that costs the settler about 0.3 s of CPU, where ``bigint[]`` costs a fifth.
+    """
+    fits = all(-(2**63) <= v < 2**63 for column in columns for v in column if v is not None)
+    return "bigint" if fits else "numeric"
+
+
 def bet_key(ticket_id: str) -> str:
     """The wallet bet a ticket is (its idempotency key in the ledger)."""
     return f"keno:{ticket_id}"
@@ -430,6 +440,9 @@ class RoundStore:
     ) -> list[str]:
         """Write new tickets as pending; return the ids that already existed (not rewritten)."""
 
+        stakes = [t.stake for t in tickets]
+        amount = _int_array_type(stakes)
+
         async def run(conn: asyncpg.Connection) -> list[str]:
             async with conn.transaction():
                 inserted = await conn.fetch(
@@ -438,7 +451,7 @@ class RoundStore:
                     " SELECT t.id, t.round, $1, t.op, t.player, t.cur, string_to_array(t.picks, ',')::smallint[],"
                     " t.stake, $2, 'pending'"
                     " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
-                    " $9::numeric[]) AS t(id, round, op, player, cur, picks, stake)"
+                    f" $9::{amount}[]) AS t(id, round, op, player, cur, picks, stake)"
                     " ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id",
                     table_id,
                     paytable_set,
@@ -448,7 +461,7 @@ class RoundStore:
                     [t.player_id for t in tickets],
                     [t.currency for t in tickets],
                     [",".join(map(str, t.picks)) for t in tickets],
-                    [t.stake for t in tickets],
+                    stakes,
                 )
             fresh = {r["ticket_id"] for r in inserted}
             return [t.ticket_id for t in tickets if t.ticket_id not in fresh]
@@ -477,14 +490,17 @@ class RoundStore:
         async def run(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
                 if placed:
+                    before = [p[1] for p in placed]
+                    after = [p[2] for p in placed]
+                    amount = _int_array_type(before, after)
                     await conn.execute(
                         "UPDATE tickets t SET state = 'placed', balance_before = u.before,"
                         " balance_after = u.after, bet_tx = u.tx"
-                        " FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[])"
+                        f" FROM unnest($1::text[], $2::{amount}[], $3::{amount}[], $4::bigint[])"
                         " AS u(id, before, after, tx) WHERE t.ticket_id = u.id AND t.state = 'pending'",
                         [p[0] for p in placed],
-                        [p[1] for p in placed],
-                        [p[2] for p in placed],
+                        before,
+                        after,
                         [p[3] for p in placed],
                     )
                 if rejected:
@@ -552,11 +568,13 @@ class RoundStore:
     ) -> None:
         """Settled tickets' hits, payouts and the balance after their account's settlement."""
 
+        amount = _int_array_type(payouts, balances)
+
         async def run(conn: asyncpg.Connection) -> None:
             await conn.execute(
                 "UPDATE tickets t SET state = 'settled', hits = u.hits, payout = u.payout,"
                 " win_balance_after = u.balance, win_tx = u.tx, settled_at = now()"
-                " FROM unnest($1::text[], $2::smallint[], $3::numeric[], $4::numeric[], $5::bigint[])"
+                f" FROM unnest($1::text[], $2::smallint[], $3::{amount}[], $4::{amount}[], $5::bigint[])"
                 " AS u(id, hits, payout, balance, tx) WHERE t.ticket_id = u.id AND t.state = 'placed'",
                 list(ticket_ids),
                 list(hits),

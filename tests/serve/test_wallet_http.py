@@ -211,6 +211,41 @@ async def test_fifty_identical_concurrent_bets_debit_once(stack: dict[str, Any])
     assert {a["balance"] for a in answers} == {100_000_000 * 1000 - 1_000_000}
 
 
+def test_a_restarted_adapter_is_reached_again_and_retries_debit_once(stack: dict[str, Any]) -> None:
+    """The gateway reaches the adapter over its socket, not through Ray: when Ray replaces
+    the adapter, the gateway must find the new incarnation, and a provider retrying the
+    same bet through the outage is debited exactly once."""
+    import time
+
+    player = _player(stack, 3)
+    status, before = _hub88(stack, "/user/balance", {"user": player["player_id"], "token": player["session_token"],
+                                                     "request_uuid": str(uuid.uuid4()), "game_code": "rgs_keno_80"})
+    assert status == 200 and before["status"] == "RS_OK"
+    adapter = ray.get_actor("provider-hub88", namespace="rgs")
+    old_pid = ray.get(adapter.__ray_call__.remote(lambda self: __import__("os").getpid()))
+    ray.kill(adapter, no_restart=False)
+
+    bet = _hub88_tx(player, "bet", "h-restart", 250_000)
+    answers = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, answer = _hub88(stack, "/transaction/bet", {**bet, "request_uuid": str(uuid.uuid4())})
+        answers.append((status, answer["status"]))
+        if answer["status"] == "RS_OK":
+            break
+        time.sleep(0.2)
+    assert answers[-1] == (200, "RS_OK"), answers
+    # during the outage: the dialect's retryable error, never a 500 or a traceback
+    assert set(answers[:-1]) <= {(200, "RS_ERROR_UNKNOWN")}, answers
+    new_pid = ray.get(ray.get_actor("provider-hub88", namespace="rgs").__ray_call__.remote(
+        lambda self: __import__("os").getpid()))
+    assert new_pid != old_pid
+
+    status, repeat = _hub88(stack, "/transaction/bet", {**bet, "request_uuid": str(uuid.uuid4())})
+    assert repeat["status"] == "RS_OK"
+    assert repeat["balance"] == before["balance"] - 250_000
+
+
 def test_reconciliation_and_ledger_agree(stack: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     async def check() -> tuple[Any, Any, list[Any]]:
         conn = await asyncpg.connect(stack["database_url"])
