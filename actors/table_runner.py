@@ -15,6 +15,11 @@ settlement commands carry per-round idempotency keys and are rebuilt from the st
 tickets. A restarted runner therefore just drives every unfinished round from the phase
 Postgres says it is in.
 
+A round whose sealed server seed cannot be opened (the seed key is lost) is voided and
+refunded, and the table disabled, while it still can be; once settled its wins are paid,
+so it is left in its phase and only the table is disabled (once an operator restores the
+key, a restarted runner reveals it).
+
 This module is plain asyncio: the notary and the wallet are injected, so it is tested
 without Ray; ``actors.round_scheduler`` wraps it in a Ray actor.
 """
@@ -261,12 +266,11 @@ class TableRunner:
         while current is not None and not current.phase.terminal:
             self.phases[rid] = current.phase.value
             try:
-                await self._step(current)
+                if not await self._step_unless_seed_lost(current):
+                    break
                 attempt = 0
             except asyncio.CancelledError:
                 raise
-            except SeedUnreadableError as exc:
-                await self._cannot_complete(current, f"server seed unreadable: {exc}")
             except (StorageError, NotaryUnavailableError, _Retry, LifecycleError) as exc:
                 # Transient: Postgres, the chain or the shards are away. The round keeps
                 # its phase and is driven again; its deadlines decide what happens then.
@@ -302,6 +306,22 @@ class TableRunner:
                 log.warning("round %s: cannot read its state: %s", rid, exc)
                 await asyncio.sleep(delay)
         return await self._store.get_round(rid)
+
+    async def _step_unless_seed_lost(self, record: RoundRecord) -> bool:
+        """One step; False when this runner must stop driving the round (its seed is lost
+        and it can no longer be voided). Errors while voiding or disabling propagate, so
+        the caller retries them like any other step."""
+        try:
+            await self._step(record)
+        except SeedUnreadableError as exc:
+            reason = f"server seed unreadable: {exc}"
+            if record.phase.can_go(RoundPhase.VOIDED):
+                await self._cannot_complete(record, reason)
+            else:
+                # Left in its phase: a runner that can read the seed again resumes it.
+                await self._cannot_reveal(record, reason)
+                return False
+        return True
 
     async def _step(self, record: RoundRecord) -> None:
         phase = record.phase
@@ -633,9 +653,30 @@ class TableRunner:
             self.table.table_id,
         )
         await self._void(record, reason)
+        await self._disable(f"round {record.round_id} could not complete: {reason}")
+
+    async def _cannot_reveal(self, record: RoundRecord, reason: str) -> None:
+        """A settled round whose seed cannot be revealed: its wins are paid, so voiding it
+        (refunding the stakes on top) is not allowed; stop the table until an operator
+        restores the seed key, after which a restarted runner reveals the round."""
+        log.error(
+            "round %s (%s) cannot be revealed: %s; disabling table %s, the round is not voided",
+            record.round_id,
+            record.phase.value,
+            reason,
+            self.table.table_id,
+        )
+        await self._store.log_event(
+            "round_unrevealable", record.round_id, {"phase": record.phase.value, "reason": reason}
+        )
+        await self._disable(
+            f"round {record.round_id} was settled but cannot be revealed: {reason}"
+        )
+
+    async def _disable(self, reason: str) -> None:
         self._enabled = False
-        self._disabled_reason = f"round {record.round_id} could not complete: {reason}"
-        await self._store.set_table_enabled(self.table.table_id, False, self._disabled_reason)
+        self._disabled_reason = reason
+        await self._store.set_table_enabled(self.table.table_id, False, reason)
 
     async def _refund(self, record: RoundRecord, tickets: Sequence[TicketRow], reason: str) -> None:
         commands = [

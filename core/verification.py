@@ -14,7 +14,10 @@ Checks, in order (each names what failed):
    notary's address comes from the caller (``expected_notary``, e.g. the address the
    operator publishes); without it, the commit and reveal transactions must at least
    share one sender, the one the record names.
-4. ``committed_before_open``: that transaction's block is no later than betting opened.
+4. ``committed_before_open``: that transaction's block, as the chain says (the record's
+   ``block`` is optional and only compared), is no later than betting opened. When it
+   cannot be told (the commitment is not proven on chain, a block cannot be read), the
+   check fails: it is never left out.
 5. ``salt_from_chain``: the salt is the hash of the first block at or after the close
    (that block's timestamp >= the close, its parent's < the close), so nobody knew it
    while bets were taken and the operator could not pick among blocks.
@@ -83,14 +86,10 @@ def verify_round(record: dict[str, Any], chain: ChainView, *, expected_notary: s
     ok = hashed == record.get("commitment")
     checks.append(Check("seed_matches_commitment", ok, f"sha256(seed) = {hashed}" + ("" if ok else f", record says {record.get('commitment')}")))
 
-    checks.append(_on_chain("commitment_on_chain", chain, record.get("commit_tx"), COMMIT_KIND,
-                            commit_leaf(rid, str(record.get("commitment"))), record.get("commit_proof"), notary))
-    commit_block = _block_of(record.get("commit_proof"))
-    if checks[-1].ok and commit_block is not None:
-        _, stamp, _ = chain.block_times(commit_block)
-        opens_s = int(record["opens_at"]) / 1000
-        ok = stamp <= opens_s
-        checks.append(Check("committed_before_open", ok, f"commit block {commit_block} at {stamp}, betting opened at {opens_s:.3f}"))
+    on_chain, commit_block = _on_chain("commitment_on_chain", chain, record.get("commit_tx"), COMMIT_KIND,
+                                       commit_leaf(rid, str(record.get("commitment"))), record.get("commit_proof"), notary)
+    checks.append(on_chain)
+    checks.append(_committed_before_open(chain, record, commit_block if on_chain.ok else None))
 
     salt = record.get("salt")
     salt_block = record.get("salt_block")
@@ -120,30 +119,46 @@ def verify_round(record: dict[str, Any], chain: ChainView, *, expected_notary: s
     ok = replay == numbers
     checks.append(Check("draw_replays", ok, f"replayed {replay}" + ("" if ok else f", record says {numbers}")))
 
-    checks.append(_on_chain("reveal_on_chain", chain, record.get("reveal_tx"), REVEAL_KIND,
-                            reveal_leaf(rid, seed), record.get("reveal_proof"), notary))
+    revealed, _ = _on_chain("reveal_on_chain", chain, record.get("reveal_tx"), REVEAL_KIND,
+                            reveal_leaf(rid, seed), record.get("reveal_proof"), notary)
+    checks.append(revealed)
     return checks
 
 
-def _block_of(proof: object) -> int | None:
-    if isinstance(proof, dict) and isinstance(proof.get("block"), int):
-        return int(proof["block"])
-    return None
+def _committed_before_open(chain: ChainView, record: dict[str, Any], commit_block: int | None) -> Check:
+    """The block comes from the chain, never from the record: a record may omit or misstate
+    it, and a check that cannot be made fails rather than being left out."""
+    name = "committed_before_open"
+    if commit_block is None:
+        return Check(name, False, "cannot tell when the commitment was mined: it is not proven on chain")
+    opens_at = record.get("opens_at")
+    if not isinstance(opens_at, int) or isinstance(opens_at, bool):
+        return Check(name, False, f"the record has no opening time (opens_at = {opens_at!r})")
+    try:
+        _, stamp, _ = chain.block_times(commit_block)
+    except RgsError as exc:
+        return Check(name, False, f"cannot read commit block {commit_block}: {exc}")
+    opens_s = opens_at / 1000
+    ok = stamp <= opens_s
+    return Check(name, ok, f"commit block {commit_block} at {stamp}, betting opened at {opens_s:.3f}")
 
 
-def _on_chain(name: str, chain: ChainView, tx: object, kind: int, leaf: bytes, proof: object, notary: str) -> Check:
+def _on_chain(
+    name: str, chain: ChainView, tx: object, kind: int, leaf: bytes, proof: object, notary: str
+) -> tuple[Check, int | None]:
+    """The check, and the block the chain puts the transaction in (None if unread)."""
     if not isinstance(tx, str) or not isinstance(proof, dict):
-        return Check(name, False, "no transaction or proof in the record")
+        return Check(name, False, "no transaction or proof in the record"), None
     try:
         found_kind, root, block, sender = chain.batch_root(tx)
     except RgsError as exc:
-        return Check(name, False, f"transaction {tx}: {exc}")
+        return Check(name, False, f"transaction {tx}: {exc}"), None
     if not notary or sender.lower() != notary:
-        return Check(name, False, f"transaction {tx} was sent by {sender}, not the notary {notary or '(unknown)'}")
+        return Check(name, False, f"transaction {tx} was sent by {sender}, not the notary {notary or '(unknown)'}"), block
     if found_kind != kind:
-        return Check(name, False, f"transaction {tx} carries payload kind {found_kind}, expected {kind}")
+        return Check(name, False, f"transaction {tx} carries payload kind {found_kind}, expected {kind}"), block
     if proof.get("block") not in (None, block):
-        return Check(name, False, f"record says block {proof.get('block')}, the chain says {block}")
+        return Check(name, False, f"record says block {proof.get('block')}, the chain says {block}"), block
     steps = proof.get("proof")
     ok = isinstance(steps, list) and verify_proof(leaf, steps, root)
-    return Check(name, ok, f"leaf {'is' if ok else 'is NOT'} under root {root.hex()} of {tx} (block {block})")
+    return Check(name, ok, f"leaf {'is' if ok else 'is NOT'} under root {root.hex()} of {tx} (block {block})"), block

@@ -60,7 +60,7 @@ from core.operator_auth import (
     request_fingerprint,
     verify_client_secret,
 )
-from core.risk import check_bet, volume_anomaly
+from core.risk import volume_anomaly
 from core.seeds import parse_key
 from core.tables import TableConfig
 from core.wallet import AccountStatus, Command, CommandKind, Result, ResultCode
@@ -553,25 +553,31 @@ class OperatorApi:
         async def work(backend: _Backend, caller: Caller, body: bytes) -> tuple[int, Any]:
             form = _parse(BetRequest, body)
             table = self._table(backend, form.table_id, form.round_id)
-            limits = caller.credentials.risk
-            volume = await backend.operators.volume_today(
-                caller.operator_id, form.player_id, form.currency, day_start=utc_day_start()
-            )
-            refusal = check_bet(limits, form.stake, volume)
-            if refusal is not None:
-                raise ApiError(422, refusal, f"{refusal.replace('_', ' ')} (stake {form.stake}, today {volume})")
+            scheduler = backend.scheduler(table.table_id)
             assert caller.idempotency_key is not None
             ticket_id = hashlib.sha256(f"{caller.operator_id}\x1f{caller.idempotency_key}".encode()).hexdigest()[:32]
+            # Checked and booked at once: a plain read of today's volume would let
+            # concurrent bets of one player pass the daily limit together.
+            check = await backend.operators.reserve_volume(
+                caller.operator_id, form.player_id, form.currency, ticket_id, form.stake, caller.credentials.risk,
+                day_start=utc_day_start(),
+            )
+            if check.refusal is not None:
+                raise ApiError(422, check.refusal,
+                               f"{check.refusal.replace('_', ' ')} (stake {form.stake}, today {check.volume_minor})")
             bet = {"ticket_id": ticket_id, "operator_id": caller.operator_id, "player_id": form.player_id,
                    "currency": form.currency, "picks": form.picks, "stake": form.stake}
             if form.round_id is not None:
                 bet["round_id"] = form.round_id
-            [answer] = await backend.scheduler(table.table_id).place.remote([bet])
+            # If the call fails, the reservation stays: the ticket may still be written, and
+            # the stake must count until it is (the reservation lapses after its lease).
+            [answer] = await scheduler.place.remote([bet])
+            await backend.operators.release_volume(caller.operator_id, form.player_id, form.currency, ticket_id)
             if answer["status"] == "repeat":
                 return 201, _ticket_view(answer["ticket"])
             if answer["status"] != "placed":
                 await self._explain_refusal(backend, answer, form.round_id)
-            await self._watch_volume(backend, caller, form.player_id, form.currency, volume + form.stake)
+            await self._watch_volume(backend, caller, form.player_id, form.currency, check.volume_minor + form.stake)
             return 201, answer
 
         return await self._handle(request, work, idempotent_post=True)
@@ -657,7 +663,8 @@ class OperatorApi:
         async def work(backend: _Backend, caller: Caller, body: bytes) -> tuple[int, Any]:
             table = self._table(backend, _query(request, "table_id"), None)
             limit = _int_query(request, "limit", 20, 1, 100)
-            before = _int_query(request, "before", 0, 0, 2**62) or None
+            # Absent means "from the newest"; any given value, 0 included, is a cursor.
+            before = _int_query(request, "before", 0, 0, 2**62) if "before" in request.query_params else None
             rows = await backend.rounds.published_many(table_id=table.table_id, limit=limit, before_nonce=before)
             next_before = rows[-1]["nonce"] if len(rows) == limit else None
             return 200, {"rounds": rows, "next_before": next_before}

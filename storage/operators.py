@@ -30,6 +30,18 @@ everything it changes must itself be idempotent under a key derived from the req
 (:data:`VOLUME_STATES`: pending, placed and settled tickets; rejected, refunded and
 rolled-back ones moved no money). A pending ticket counts: its debit is in flight, and
 leaving it out would let a burst of bets slip past the daily limit together.
+
+**Daily limit under concurrency.** A bet becomes a ticket only when its table's scheduler
+writes the row, after the limit check; so two concurrent bets would each miss the other's
+stake and pass the limit together. :meth:`OperatorStore.reserve_volume` therefore checks
+and books the stake in one transaction under a per-player advisory lock: it sums the
+day's tickets plus the stakes other checks admitted whose ticket row does not exist yet
+(``volume_reservations``), and books its own if the limits allow it. Once a ticket row
+exists it counts by its own state (a rejected one no longer counts), so a reservation is
+never counted twice. :meth:`OperatorStore.release_volume` drops the reservation when the
+scheduler has answered; one whose caller vanished (a lost replica) stops counting after
+``lease_s`` (the ticket, if any was written, counts by then) and is pruned by the
+player's next release.
 :meth:`OperatorStore.flag_player` keeps each player's current state in ``player_risk``
 (clear < flagged < suspended; a flag never lowers it) and logs every change as a
 significant event (``player_flagged``, ``player_suspended``, ``player_cleared``; subject
@@ -62,7 +74,7 @@ from core.operator_auth import (
     new_client_secret,
     parse_allow_list,
 )
-from core.risk import RiskLimits
+from core.risk import RiskLimits, check_bet
 from storage.database import create_pool, run_on_pool
 from storage.errors import (
     OperatorExistsError,
@@ -72,12 +84,14 @@ from storage.errors import (
 __all__ = [
     "DEFAULT_LEASE_S",
     "KEEP",
+    "RESERVATION_LEASE_S",
     "VOLUME_STATES",
     "Begin",
     "BeginOutcome",
     "OperatorCredentials",
     "OperatorStore",
     "PlayerRisk",
+    "VolumeCheck",
     "utc_day_start",
 ]
 
@@ -85,10 +99,17 @@ __all__ = [
 VOLUME_STATES = ("pending", "placed", "settled")
 #: How long a claimed idempotency key stays claimed before another attempt may take it.
 DEFAULT_LEASE_S = 60.0
+#: How long an admitted stake counts without its ticket row. Far above a placement's
+#: duration (the API's requests time out after seconds), so only a vanished caller's
+#: reservation lapses.
+RESERVATION_LEASE_S = 60.0
 
 _MAX_KEY_CHARS = 255
 _MAX_VOLUME_DAYS = 366
 _SEVERITY = {"clear": 0, "flagged": 1, "suspended": 2}
+# Two-key advisory locks (this class, a hash of the player): their key space is apart from
+# the one-key locks (migrations); a hash collision only makes two players wait in turn.
+_VOLUME_LOCK_CLASS = 0x5267_7602
 
 
 class _Keep(enum.Enum):
@@ -205,10 +226,34 @@ def _check_idempotency_key(key: object) -> str:
     return key
 
 
+def _check_reservation(ticket_id: object, lease_s: object) -> None:
+    if not isinstance(ticket_id, str) or not 1 <= len(ticket_id) <= 64:
+        raise ProtocolError("a ticket id is a string of 1..64 characters")
+    if isinstance(lease_s, bool) or not isinstance(lease_s, int | float) or not lease_s > 0:
+        raise ConfigError(f"lease_s must be a positive number of seconds, got {lease_s!r}")
+
+
 def _check_hash(request_hash: object) -> bytes:
     if not isinstance(request_hash, bytes) or len(request_hash) != 32:
         raise ProtocolError("a request hash is 32 bytes (SHA-256)")
     return request_hash
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeCheck:
+    """What :meth:`OperatorStore.reserve_volume` decided.
+
+    ``refusal``: None when the stake was reserved, else a :mod:`core.risk` code;
+    ``volume_minor``: the player's volume of the day before this bet, in-flight bets
+    included (what the limits were checked against).
+    """
+
+    refusal: str | None
+    volume_minor: int
+
+    @property
+    def reserved(self) -> bool:
+        return self.refusal is None
 
 
 class OperatorStore:
@@ -559,6 +604,108 @@ class OperatorStore:
             return int(total)
 
         result: int = await self._run(run, "a volume query")
+        return result
+
+    async def reserve_volume(
+        self,
+        operator_id: str,
+        player_id: str,
+        currency: str,
+        ticket_id: str,
+        stake_minor: int,
+        limits: RiskLimits,
+        *,
+        day_start: datetime,
+        lease_s: float = RESERVATION_LEASE_S,
+    ) -> VolumeCheck:
+        """Check a bet against ``limits`` and, if they allow it, book its stake on the
+        player's volume of the day until :meth:`release_volume` or its ticket row.
+
+        Concurrent calls for one player run one at a time, each seeing the stakes booked
+        before it, so together they never pass the daily limit (see the module doc).
+        ``ticket_id`` is the bet's own: its ticket row and an earlier reservation of it (a
+        retried request) are left out of the volume, so a retry is not counted twice.
+        """
+        start = _aware(day_start, "day_start")
+        _check_reservation(ticket_id, lease_s)
+
+        async def run(conn: asyncpg.Connection) -> VolumeCheck:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    _VOLUME_LOCK_CLASS,
+                    f"{operator_id}\x1f{player_id}\x1f{currency}",
+                )
+                # A statement of its own, after the lock: its snapshot then includes every
+                # reservation committed by the lock's previous holders.
+                volume = int(
+                    await conn.fetchval(
+                        "SELECT ((SELECT coalesce(sum(stake), 0) FROM tickets"
+                        "  WHERE operator_id = $1 AND player_id = $2 AND currency = $3"
+                        "  AND placed_at >= $4 AND placed_at < $4 + interval '1 day'"
+                        "  AND state = ANY($5::text[]) AND ticket_id <> $6)"
+                        " + (SELECT coalesce(sum(r.stake), 0) FROM volume_reservations r"
+                        "  WHERE r.operator_id = $1 AND r.player_id = $2 AND r.currency = $3"
+                        "  AND r.day_start = $4 AND r.ticket_id <> $6"
+                        "  AND r.reserved_at > now() - make_interval(secs => $7)"
+                        "  AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = r.ticket_id)"
+                        "))::text",
+                        operator_id,
+                        player_id,
+                        currency,
+                        start,
+                        list(VOLUME_STATES),
+                        ticket_id,
+                        float(lease_s),
+                    )
+                )
+                refusal = check_bet(limits, stake_minor, volume)
+                if refusal is None:
+                    await conn.execute(
+                        "INSERT INTO volume_reservations (ticket_id, operator_id, player_id, currency,"
+                        " day_start, stake) VALUES ($1, $2, $3, $4, $5, $6)"
+                        " ON CONFLICT (ticket_id) DO UPDATE SET stake = EXCLUDED.stake,"
+                        " day_start = EXCLUDED.day_start, reserved_at = now()",
+                        ticket_id,
+                        operator_id,
+                        player_id,
+                        currency,
+                        start,
+                        stake_minor,
+                    )
+                return VolumeCheck(refusal, volume)
+
+        result: VolumeCheck = await self._run(run, "a volume reservation")
+        return result
+
+    async def release_volume(
+        self,
+        operator_id: str,
+        player_id: str,
+        currency: str,
+        ticket_id: str,
+        *,
+        lease_s: float = RESERVATION_LEASE_S,
+    ) -> bool:
+        """Drop the reservation of ``ticket_id`` (its scheduler answered, whatever the
+        answer) and the player's lapsed ones; True if the ticket's own was there."""
+        _check_reservation(ticket_id, lease_s)
+
+        async def run(conn: asyncpg.Connection) -> bool:
+            rows = await conn.fetch(
+                "DELETE FROM volume_reservations WHERE ticket_id = $4"
+                " OR (operator_id = $1 AND player_id = $2 AND currency = $3"
+                " AND reserved_at <= now() - make_interval(secs => $5))"
+                " RETURNING ticket_id",
+                operator_id,
+                player_id,
+                currency,
+                ticket_id,
+                float(lease_s),
+            )
+            return any(r["ticket_id"] == ticket_id for r in rows)
+
+        result: bool = await self._run(run, "releasing a volume reservation")
         return result
 
     async def daily_volumes(

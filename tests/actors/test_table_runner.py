@@ -259,10 +259,17 @@ async def test_tampered_records_fail_the_named_check(harness: Harness) -> None:
     assert "commitment_on_chain" in failed({"commit_proof": bad_proof})
     assert "reveal_on_chain" in failed({"reveal_tx": record["commit_tx"]})
     assert failed({"phase": "settled"}) == {"revealed"}
-    # a root anybody could have sent does not count: only the notary's transactions do
+    # a root anybody could have sent does not count: only the notary's transactions do, and
+    # without a proven commitment nobody can tell it came before the bets
     assert {c.name for c in verify_round(record, view, expected_notary="0x" + "12" * 20) if not c.ok} == {
-        "commitment_on_chain", "reveal_on_chain"
+        "commitment_on_chain", "committed_before_open", "reveal_on_chain"
     }
+    # the commit block is read from the chain when the record does not carry it
+    without_block = {k: v for k, v in record["commit_proof"].items() if k != "block"}
+    assert failed({"commit_proof": without_block}) == set()
+    assert "committed_before_open" in {c.name for c in verify_round({**record, "commit_proof": without_block}, view)}
+    mined_at = view.block_times(record["commit_proof"]["block"])[1]
+    assert failed({"commit_proof": without_block, "opens_at": (mined_at - 1) * 1000}) == {"committed_before_open"}
 
 
 async def test_illegal_transition_is_an_error_and_writes_nothing(harness: Harness) -> None:
@@ -450,6 +457,70 @@ async def test_unreadable_seed_voids_refunds_and_disables_the_table(harness: Har
     assert {"table_disabled", "round_voided"} <= kinds
     enabled, reason = await harness.store.ensure_table(harness.table.table_id, harness.table.to_mapping())
     assert not enabled and reason and "could not complete" in reason
+    await _ledger_ok(harness.url)
+
+
+class _RevealNeverAnswers:
+    """The notary, except that a reveal never comes back: its round stays published."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def commit(self, round_id: str, commitment_hex: str) -> dict[str, Any]:
+        return await self.inner.commit(round_id, commitment_hex)
+
+    async def reveal(self, round_id: str, seed_hex: str) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def salt_after(self, unix_seconds: float, wait_s: float) -> dict[str, Any]:
+        return await self.inner.salt_after(unix_seconds, wait_s)
+
+    async def chain_id(self) -> int | None:
+        return await self.inner.chain_id()
+
+
+async def test_unreadable_seed_after_settlement_disables_the_table_without_voiding(harness: Harness) -> None:
+    runner = await harness.runner(notary=_RevealNeverAnswers(harness.notary))
+    rid = await runner.create_next()
+    assert rid is not None
+    await harness.wait_open(runner, rid)
+    placed = await runner.place(_bets())
+    assert all(a["status"] == "placed" for a in placed), placed
+    await harness.wait_phase(rid, {"published"}, within=30)
+    await runner.stop()
+    assert harness.store is not None
+    balances = {p: await harness.balance(p) for p in PLAYERS}
+    sent_before = len(harness.commands)
+
+    # the seed key is lost after the wins were paid: the reveal cannot happen
+    revived = await harness.runner(key=generate_key_hex())
+    resumed = list(revived._rounds.values())
+    assert len(resumed) == 1
+    # the round's task ends by itself and without an error (gather re-raises one)
+    await asyncio.wait_for(asyncio.gather(*resumed), 30)
+    assert not revived.enabled
+    assert rid in (revived.status()["disabled_reason"] or "")
+    assert (await revived.place(_bets()))[0]["code"] == "table_disabled"
+    await revived.stop()
+
+    record = await harness.store.get_round(rid)
+    assert record is not None
+    assert record.phase is RoundPhase.PUBLISHED and record.void_reason is None
+    assert [t for _, t in await harness.store.transitions(rid)][-1] == "published"
+    for answer in placed:
+        assert (await harness.store.ticket(answer["ticket_id"]) or {})["state"] == "settled"
+    assert [c for c in harness.commands[sent_before:] if c.kind is CommandKind.ROLLBACK] == []
+    for player in PLAYERS:
+        assert await harness.balance(player) == balances[player]
+    table_events = await harness.store.events(harness.table.table_id)
+    disabled = [e for e in table_events if e["kind"] == "table_disabled"]
+    assert disabled and rid in disabled[0]["detail"]["reason"]
+    assert "round_voided" not in {e["kind"] for e in table_events}
+    [unrevealable] = [e for e in table_events if e["kind"] == "round_unrevealable"]
+    assert unrevealable["subject"] == rid and unrevealable["detail"]["phase"] == "published"
+    enabled, reason = await harness.store.ensure_table(harness.table.table_id, harness.table.to_mapping())
+    assert not enabled and reason and rid in reason
     await _ledger_ok(harness.url)
 
 
