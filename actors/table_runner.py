@@ -114,6 +114,43 @@ class RunnerStats:
     phase_errors: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _PreparedTickets:
+    """A closed round's final ticket set, made ready for settlement while the salt block
+    is awaited, so that once the numbers are drawn only the payouts remain to compute.
+
+    ``groups[k]`` are the indexes of the tickets that the SETTLE command of account
+    ``accounts[k]`` (operator, player, currency, idempotency-key suffix) pays, split past
+    ``_MAX_TICKETS_PER_CALL``; ``bet_keys[k]`` are those tickets' bet keys.
+    """
+
+    tickets: list[TicketRow]
+    book: TicketBook | None
+    accounts: list[tuple[str, str, str, str]]
+    groups: list[list[int]]
+    bet_keys: list[tuple[str, ...]]
+
+    @classmethod
+    def of(cls, tickets: list[TicketRow]) -> _PreparedTickets:
+        book = (
+            TicketBook.from_picks([t.picks for t in tickets], [t.stake for t in tickets])
+            if tickets
+            else None
+        )
+        by_account: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+        for index, ticket in enumerate(tickets):
+            by_account[(ticket.operator_id, ticket.player_id, ticket.currency)].append(index)
+        accounts, groups, bet_keys = [], [], []
+        for (operator_id, player_id, currency), indexes in by_account.items():
+            for start in range(0, len(indexes), _MAX_TICKETS_PER_CALL):
+                part = indexes[start : start + _MAX_TICKETS_PER_CALL]
+                suffix = "" if start == 0 else f":{start // _MAX_TICKETS_PER_CALL}"
+                accounts.append((operator_id, player_id, currency, suffix))
+                groups.append(part)
+                bet_keys.append(tuple(tickets[i].bet_key for i in part))
+        return cls(tickets, book, accounts, groups, bet_keys)
+
+
 class TableRunner:
     def __init__(
         self,
@@ -135,7 +172,7 @@ class TableRunner:
         self._salt_wait_s = salt_wait_s
         self._schedule = table.schedule
         self._open: dict[str, _OpenRound] = {}
-        self._prefetched: dict[str, asyncio.Future[list[TicketRow]]] = {}
+        self._prefetched: dict[str, asyncio.Future[_PreparedTickets]] = {}
         self._rounds: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._last_slot = -1
@@ -426,9 +463,7 @@ class TableRunner:
         # The ticket set is final from here on: read it while the salt block is awaited,
         # so settlement starts the moment the numbers are drawn.
         self._drop_prefetch(record.round_id)
-        self._prefetched[record.round_id] = asyncio.ensure_future(
-            self._store.tickets(record.round_id, ["placed", "settled"])
-        )
+        self._prefetched[record.round_id] = asyncio.ensure_future(self._prepare(record.round_id))
         seed = self._vault.open(record.seed_ciphertext, record.round_id)
         try:
             salt = await self._notary.salt_after(record.closes_at / 1000, self._salt_wait_s)
@@ -452,9 +487,9 @@ class TableRunner:
                 f"round {record.round_id} is {record.phase.value}, not closed or drawn"
             )
         self._drop_prefetch(record.round_id)
-        task = asyncio.ensure_future(self._store.tickets(record.round_id, ["placed", "settled"]))
+        task = asyncio.ensure_future(self._prepare(record.round_id))
         self._prefetched[record.round_id] = task
-        return len(await task)
+        return len((await task).tickets)
 
     async def settle_round(self, record: RoundRecord) -> None:
         """Settle a drawn round now (benchmarks and tools; the schedule does this itself)."""
@@ -462,20 +497,24 @@ class TableRunner:
             raise LifecycleError(f"round {record.round_id} is {record.phase.value}, not drawn")
         await self._settle(record)
 
-    async def _round_tickets(self, round_id: str) -> list[TicketRow]:
+    async def _prepare(self, round_id: str) -> _PreparedTickets:
         # 'settled' rows are included so a replay after a crash rebuilds identical commands
+        return _PreparedTickets.of(await self._store.tickets(round_id, ["placed", "settled"]))
+
+    async def _round_tickets(self, round_id: str) -> _PreparedTickets:
         prefetched = self._prefetched.pop(round_id, None)
         if prefetched is not None:
             try:
                 return await prefetched
             except StorageError:
                 pass  # read again below: the error, if it persists, surfaces from there
-        return await self._store.tickets(round_id, ["placed", "settled"])
+        return await self._prepare(round_id)
 
     async def _settle(self, record: RoundRecord) -> None:
         began = time.perf_counter()
         assert record.numbers is not None
-        tickets = await self._round_tickets(record.round_id)
+        prepared = await self._round_tickets(record.round_id)
+        tickets = prepared.tickets
         summary: dict[str, Any] = {
             "tickets": len(tickets),
             "gross": "0",
@@ -483,10 +522,9 @@ class TableRunner:
             "factor": "1",
             "capped": False,
         }
-        if tickets:
-            book = TicketBook.from_picks([t.picks for t in tickets], [t.stake for t in tickets])
+        if prepared.book is not None:
             result = settle(
-                book,
+                prepared.book,
                 record.numbers,
                 self.paytables,
                 max_win_minor=self.table.max_win_minor,
@@ -494,7 +532,7 @@ class TableRunner:
             )
             payouts = [int(p) for p in result.payouts]
             hits = [int(h) for h in result.hits]
-            await self._pay(record, tickets, payouts, hits)
+            await self._pay(record, prepared, payouts, hits)
             summary = {
                 "tickets": len(tickets),
                 "winners": sum(1 for p in payouts if p > 0),
@@ -511,7 +549,7 @@ class TableRunner:
     async def _pay(
         self,
         record: RoundRecord,
-        tickets: Sequence[TicketRow],
+        prepared: _PreparedTickets,
         payouts: Sequence[int],
         hits: Sequence[int],
     ) -> None:
@@ -521,7 +559,9 @@ class TableRunner:
         being journaled by the shards, so PostgreSQL's two kinds of work overlap instead of
         adding up (a round of 100,000 tickets has a two-second budget).
         """
-        commands, groups = self._settlement_commands(record, tickets, payouts)
+        tickets = prepared.tickets
+        commands = self._settlement_commands(record, prepared, payouts)
+        groups = prepared.groups
         waves = _waves([len(g) for g in groups], _WAVE_TICKETS)
         # Every wave is sent at once (the shards keep their pipelines full); the router
         # answers them in order, and each wave's rows are written as soon as it is paid.
@@ -547,35 +587,29 @@ class TableRunner:
             raise errors[0]
 
     def _settlement_commands(
-        self, record: RoundRecord, tickets: Sequence[TicketRow], payouts: Sequence[int]
-    ) -> tuple[list[Command], list[list[int]]]:
-        """One SETTLE command per account (split past ``_MAX_TICKETS_PER_CALL``), with the
-        indexes of the tickets each one pays."""
-        by_account: dict[tuple[str, str, str], list[int]] = defaultdict(list)
-        for index, ticket in enumerate(tickets):
-            by_account[(ticket.operator_id, ticket.player_id, ticket.currency)].append(index)
+        self, record: RoundRecord, prepared: _PreparedTickets, payouts: Sequence[int]
+    ) -> list[Command]:
+        """One SETTLE command per group of :attr:`_PreparedTickets.groups`."""
         commands = []
-        groups = []
-        for (operator_id, player_id, currency), indexes in by_account.items():
-            for start in range(0, len(indexes), _MAX_TICKETS_PER_CALL):
-                part = indexes[start : start + _MAX_TICKETS_PER_CALL]
-                lines = tuple((tickets[i].bet_key, payouts[i]) for i in part)
-                suffix = "" if start == 0 else f":{start // _MAX_TICKETS_PER_CALL}"
-                commands.append(
-                    Command(
-                        CommandKind.SETTLE,
-                        operator_id,
-                        player_id,
-                        currency,
-                        idempotency_key=f"settle:{record.round_id}{suffix}",
-                        amount=sum(p for _, p in lines),
-                        round_ref=record.round_id,
-                        game_ref=f"keno:{self.table.table_id}",
-                        payouts=lines,
-                    )
+        game_ref = f"keno:{self.table.table_id}"
+        for (operator_id, player_id, currency, suffix), part, keys in zip(
+            prepared.accounts, prepared.groups, prepared.bet_keys, strict=True
+        ):
+            amounts = [payouts[i] for i in part]
+            commands.append(
+                Command(
+                    CommandKind.SETTLE,
+                    operator_id,
+                    player_id,
+                    currency,
+                    idempotency_key=f"settle:{record.round_id}{suffix}",
+                    amount=sum(amounts),
+                    round_ref=record.round_id,
+                    game_ref=game_ref,
+                    payouts=tuple(zip(keys, amounts, strict=True)),
                 )
-                groups.append(part)
-        return commands, groups
+            )
+        return commands
 
     async def _record_wave(
         self,

@@ -88,6 +88,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Stored as ``api:KEY`` on the ledger, whose keys hold at most 128 characters.
 MAX_IDEMPOTENCY_KEY = 120
 _PRINTABLE_KEY = re.compile(r"[\x21-\x7e]+")
+_DECIMAL = re.compile(r"[0-9]{1,20}")
 _CREDENTIALS_TTL_S = 5.0
 
 OPERATOR_DEPLOYMENT_OPTIONS: dict[str, Any] = {
@@ -118,6 +119,17 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+
+def _request_id(request: Request | WebSocket) -> str:
+    """The id of this request: the one Serve's proxy gave it (HAProxy sets ``X-Request-Id``
+    when the client did not, and Serve answers with it, overwriting ours), so the
+    ``requestId`` of a body is the header the client sees; a fresh one without it."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 def _error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
     return {"status": "error", "code": code, "message": message, "timestamp": int(time.time()), "requestId": request_id}
 
@@ -129,19 +141,19 @@ def _error(exc: ApiError, request_id: str) -> JSONResponse:
 @app.exception_handler(RequestValidationError)
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5])
-    return _error(ApiError(400, "invalid_request", problems), uuid.uuid4().hex)
+    return _error(ApiError(400, "invalid_request", problems), _request_id(request))
 
 
 @app.exception_handler(StarletteHTTPException)
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _error(ApiError(exc.status_code, code, str(exc.detail)), uuid.uuid4().hex)
+    return _error(ApiError(exc.status_code, code, str(exc.detail)), _request_id(request))
 
 
 @app.exception_handler(Exception)
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("operator API: unexpected error on %s %s", request.method, request.url.path)
-    return _error(ApiError(500, "internal_error", "internal error; retry with the same Idempotency-Key"), uuid.uuid4().hex)
+    return _error(ApiError(500, "internal_error", "internal error; retry with the same Idempotency-Key"), _request_id(request))
 
 
 # Wallet result codes as API errors: (HTTP status, code).
@@ -265,9 +277,18 @@ def _path_with_query(scope: MutableMapping[str, Any]) -> str:
 
 
 def _client_ip(request: Request | WebSocket, trust_forwarded_for: bool) -> str:
+    """The client's address: the peer's, or behind a trusted proxy the one that proxy saw.
+
+    The proxy appends the address it saw to ``X-Forwarded-For``; whatever is before it
+    the client wrote itself. So it is the last entry that counts: the first one would let
+    a client pick its own address, escaping its per-IP limit or entering an operator's
+    IP allow-list from anywhere.
+    """
     forwarded = request.headers.get("x-forwarded-for") if trust_forwarded_for else None
     if forwarded:
-        return forwarded.split(",")[0].strip()
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
     return request.client.host if request.client else "unknown"
 
 
@@ -323,7 +344,9 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only, and few of them: str.isdigit() also takes "²" (which int() refuses)
+    # and any number of digits (which int() refuses past 4300): both were a 500.
+    if not _DECIMAL.fullmatch(raw) or not low <= int(raw) <= high:
         raise ApiError(400, "invalid_request", f"query parameter {name} must be an integer in {low}..{high}")
     return int(raw)
 
@@ -372,7 +395,7 @@ class OperatorApi:
         *,
         idempotent_post: bool = False,
     ) -> Response:
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(request)
         try:
             backend = await self._b()
             body = await _read_body(request)
@@ -454,7 +477,7 @@ class OperatorApi:
 
     @app.post("/oauth/token", summary="client credentials -> short-lived bearer token")
     async def token(self, request: Request) -> Response:
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(request)
         try:
             backend = await self._b()
             await self._limit(backend, [(f"ip:{_client_ip(request, backend.trust_forwarded_for)}", backend.ip_limit_per_min, 60)])
@@ -735,7 +758,7 @@ class OperatorApi:
 
     @app.websocket("/ws/rounds")
     async def rounds_feed(self, websocket: WebSocket) -> None:
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(websocket)
         fmt = websocket.query_params.get("format", "json")
         try:
             if fmt not in ("json", "msgpack"):

@@ -81,21 +81,36 @@ class OperatorClient:
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
+        refresh: bool = True,
     ) -> tuple[int, Any, dict[str, str]]:
+        """One request; signed unless ``signed=False``, with a fresh Idempotency-Key for a
+        POST unless one is given. A signed request refused because the token expired is
+        sent once more with a new token (``refresh=False``: not), under the same key: the
+        refusal happened before the key was looked at."""
         data = body if body is not None else (b"" if payload is None else json.dumps(payload).encode())
-        sent = {"content-type": "application/json"}
-        if signed:
-            sent.update(self.headers(method, path, data))
-        if method == "POST" and signed:
-            sent["idempotency-key"] = idempotency_key or uuid.uuid4().hex
-        sent.update(headers or {})
-        async with self.session.request(method, self.base + path, data=data if method != "GET" else None, headers=sent) as response:
-            text = await response.read()
-            try:
-                parsed = json.loads(text) if text else None
-            except ValueError:
-                parsed = text.decode("utf-8", "replace")
-            return response.status, parsed, {k.lower(): v for k, v in response.headers.items()}
+        key = idempotency_key or uuid.uuid4().hex
+        own_token = signed and not any(k.lower() == "authorization" for k in (headers or {}))
+        for attempt in range(2):
+            sent = {"content-type": "application/json"}
+            if signed:
+                sent.update(self.headers(method, path, data))
+            if method == "POST" and signed:
+                sent["idempotency-key"] = key
+            sent.update(headers or {})
+            async with self.session.request(method, self.base + path, data=data if method != "GET" else None,
+                                            headers=sent) as response:
+                text = await response.read()
+                try:
+                    parsed = json.loads(text) if text else None
+                except ValueError:
+                    parsed = text.decode("utf-8", "replace")
+                status, answered = response.status, {k.lower(): v for k, v in response.headers.items()}
+            expired = status == 401 and isinstance(parsed, dict) and parsed.get("code") == "expired_token"
+            if attempt == 0 and expired and refresh and own_token and self.token is not None:
+                await self.authenticate()
+                continue
+            break
+        return status, parsed, answered
 
     async def call(self, method: str, path: str, payload: Any = None, **kwargs: Any) -> tuple[int, Any]:
         status, body, _ = await self.raw(method, path, payload, **kwargs)

@@ -4,7 +4,9 @@
 dev chain) with a 3-second Keno table. The operator gets a token, registers and funds
 players, places bets over several rounds, rolls one back while its round is open, reads
 results and recalls its tickets, follows the WebSocket feed (JSON and msgpack), and meets
-every refusal the API promises. After ``rgs up`` stops, ``rgs ledger verify`` and
+every refusal the API promises. The stack runs with tokens of 60 s (the shortest the
+configuration allows, so a token expires within the module), a per-client-IP limit low
+enough to reach, and trusts X-Forwarded-For. After ``rgs up`` stops, ``rgs ledger verify`` and
 ``rgs verify --all`` pass on what it left.
 """
 
@@ -18,18 +20,26 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 import pytest
 import websockets
 
-from serve.operator_client import OperatorClient
+from serve.operator_client import OperatorClient, sign
 
 PERIOD_MS = 3000
 FUNDS = 500_000
+TOKEN_TTL_S = 60  # the configuration's minimum
+# Requests per minute from one client IP. Every other test here is 127.0.0.1 to the API
+# and the demo operator's own limit (1000/min) stays below it; the per-IP test names
+# another address in X-Forwarded-For (trusted here), whose bucket it has to itself.
+IP_LIMIT_PER_MIN = 1200
+ERROR_KEYS = {"status", "code", "message", "timestamp", "requestId"}
 
 
 def _free_port() -> int:
@@ -58,10 +68,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     (state / "tables.json").write_text(json.dumps([{
         "table_id": "fast", "paytable_set": "standard", "currencies": ["EUR"], "max_stake_minor": 2_000_000,
         "max_win_minor": 100_000_000, "period_ms": PERIOD_MS, "close_offset_ms": 800, "commit_lead_ms": 2500,
+    }, {  # a paytable set without 1..3 spots, for the refusal of picks it does not offer
+        "table_id": "mich", "paytable_set": "michigan", "currencies": ["EUR"], "max_stake_minor": 2_000_000,
+        "period_ms": 2 * PERIOD_MS, "close_offset_ms": 800, "commit_lead_ms": 2500,
     }]))
     port = _free_port()
     log = open(state / "up.log", "w")  # noqa: SIM115 - closed in the finally below
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--demo"], env=_env(state, port), stdout=log,
+    env = {**_env(state, port), "RGS_API_TOKEN_TTL_S": str(TOKEN_TTL_S), "RGS_API_IP_LIMIT_PER_MIN": str(IP_LIMIT_PER_MIN),
+           "RGS_TRUST_FORWARDED_FOR": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--demo"], env=env, stdout=log,
                                stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2], start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -70,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             assert time.monotonic() < deadline, "rgs up --demo did not come up in 240 s"
             time.sleep(0.5)
         demo = json.loads((state / "demo.json").read_text())
-        yield {"state": state, "demo": demo, "process": process, "port": port}
+        yield {"state": state, "demo": demo, "process": process, "port": port, "early_token": _early_token(demo)}
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -83,16 +98,93 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         _rgs(state, "chain", "stop")
 
 
+def _early_token(demo: dict[str, Any]) -> dict[str, Any]:
+    """A token the stack issued as it came up, shown to work then; it expires mid-module."""
+    op = demo["operator"]
+    base = op["api_base_url"].rstrip("/")
+    request = urllib.request.Request(base + "/oauth/token", headers={"content-type": "application/json"}, data=json.dumps(
+        {"grant_type": "client_credentials", "client_id": op["client_id"], "client_secret": op["client_secret"]}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        token = json.loads(response.read())
+    received_at = time.time()
+    ts = str(int(time.time()))
+    request = urllib.request.Request(base + "/operator/config", headers={
+        "authorization": f"Bearer {token['access_token']}", "x-timestamp": ts,
+        "x-signature": sign(op["client_secret"], ts, "GET", urlsplit(base).path + "/operator/config", b"")})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    return {**token, "received_at": received_at}
+
+
+def _error_shaped(answer: Any, code: str) -> None:
+    assert isinstance(answer, dict) and set(answer) == ERROR_KEYS, answer
+    assert answer["status"] == "error" and answer["code"] == code, (code, answer)
+    assert isinstance(answer["message"], str) and answer["message"], answer
+    assert isinstance(answer["timestamp"], int) and abs(answer["timestamp"] - time.time()) < 120, answer
+    assert isinstance(answer["requestId"], str) and answer["requestId"], answer
+
+
+async def _new_operator(stack: dict[str, Any], operator_id: str, **options: Any) -> OperatorClient:
+    """A client of a new operator created straight in the store, as ``rgs operator`` does."""
+    from core.operator_auth import PURPOSE_CREDENTIALS, CredentialVault, derive_key
+    from core.seeds import parse_key
+    from storage.operators import OperatorStore
+
+    key = (stack["state"] / "seed.key").read_text().strip()
+    store = await OperatorStore.connect(stack["demo"]["database_url"])
+    try:
+        client_id, secret = await store.create_operator(
+            operator_id, operator_id, vault=CredentialVault(derive_key(parse_key(key), PURPOSE_CREDENTIALS)), **options)
+    finally:
+        await store.close()
+    return OperatorClient(stack["demo"]["operator"]["api_base_url"], client_id, secret)
+
+
+async def _tickets_of(stack: dict[str, Any], operator_id: str, player_id: str) -> list[dict[str, Any]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(stack["demo"]["database_url"])
+    try:
+        rows = await conn.fetch("SELECT ticket_id, stake, state FROM tickets WHERE operator_id = $1 AND player_id = $2",
+                                operator_id, player_id)
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
+
+
+async def _balance(client: OperatorClient, player: str) -> int:
+    status, body = await client.call("GET", f"/wallet/balance?player_id={player}&currency=EUR")
+    assert status == 200, body
+    return int(body["balance"])
+
+
+async def _funded_player(client: OperatorClient, player: str, amount: int) -> None:
+    assert (await client.call("POST", "/players", {"player_id": player, "currency": "EUR"}))[0] == 201
+    status, body = await client.call("POST", "/wallet/credit", {"player_id": player, "currency": "EUR", "amount": amount})
+    assert status == 200 and body["balance"] == amount, body
+
+
+async def _settled(client: OperatorClient, ticket_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 45
+    while True:
+        status, body = await client.call("GET", f"/bets/{ticket_id}")
+        assert status == 200, body
+        if body["state"] == "settled":
+            return body  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.5)
+
+
 def _client(stack: dict[str, Any], **override: str) -> OperatorClient:
     op = stack["demo"]["operator"]
     return OperatorClient(op["api_base_url"], override.get("client_id", op["client_id"]),
                           override.get("client_secret", op["client_secret"]))
 
 
-async def _next_round(client: OperatorClient, after: str | None = None) -> dict[str, Any]:
+async def _next_round(client: OperatorClient, after: str | None = None, table_id: str | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status, body = await client.call("GET", "/rounds/current")
+        status, body = await client.call("GET", "/rounds/current" + (f"?table_id={table_id}" if table_id else ""))
         if status == 200 and body["round_id"] != after and body["closes_at"] - time.time() * 1000 > 600:
             return body  # type: ignore[no-any-return]
         await asyncio.sleep(0.1)
@@ -374,6 +466,295 @@ async def test_client_mistakes_on_every_route_are_400s_and_sessions_work(stack: 
         await fenced.authenticate()
         status, answer, _ = await fenced.raw("GET", "/operator/config")
         assert status == 403 and answer["code"] == "ip_not_allowed", answer
+
+
+async def test_the_daily_volume_limit_holds_under_concurrent_bets(stack: dict[str, Any]) -> None:
+    """An operator whose players may stake 1000 a day: eight concurrent bets of 300 of one
+    player admit only the three that fit, the rest are 422 ``daily_volume_exceeded`` and
+    debit nothing; the 100 left still fits, one more minor unit does not."""
+    from core.risk import RiskLimits
+
+    limit, stake, concurrent = 1000, 300, 8
+    operator_id, player = "e2e-op-volume", "e2e-volume"
+    op = await _new_operator(stack, operator_id, risk=RiskLimits(max_bet_minor=limit, daily_volume_minor=limit))
+    async with op:
+        await op.authenticate()
+        await _funded_player(op, player, 100_000)
+        await _next_round(op)
+        answers = await asyncio.gather(*(
+            op.call("POST", "/bets/place", {"player_id": player, "currency": "EUR", "picks": [k + 1], "stake": stake})
+            for k in range(concurrent)))
+        placed = [body for status, body in answers if status == 201]
+        late = [body for status, body in answers if status == 409]
+        for status, body in answers:
+            if status == 422:
+                _error_shaped(body, "daily_volume_exceeded")
+            elif status == 409:  # the round closed mid-burst: not a volume question
+                assert body["code"] in ("round_closed", "no_open_round"), body
+            else:
+                assert status == 201, (status, body)
+        assert len(placed) * stake <= limit, answers
+        if not late:
+            assert len(placed) == limit // stake, answers
+        booked = len(placed) * stake
+        await _next_round(op)
+        rest = {"player_id": player, "currency": "EUR", "picks": [9], "stake": limit - booked}
+        status, body = await op.call("POST", "/bets/place", rest)
+        assert status == 201, body
+        placed.append(body)
+        status, body = await op.call("POST", "/bets/place", {**rest, "stake": 1})
+        assert status == 422, body
+        _error_shaped(body, "daily_volume_exceeded")
+        tickets = await _tickets_of(stack, operator_id, player)
+        assert sorted(t["ticket_id"] for t in tickets) == sorted(b["ticket_id"] for b in placed)
+        assert sum(t["stake"] for t in tickets) == limit
+        # Refused bets debited nothing: the balance is the funds less the placed stakes plus their wins.
+        paid = 0
+        for body in placed:
+            settled = await _settled(op, body["ticket_id"])
+            paid += settled["payout"]
+        assert await _balance(op, player) == 100_000 - limit + paid
+
+
+async def test_picks_the_paytable_does_not_offer_are_refused(stack: dict[str, Any]) -> None:
+    async with _client(stack) as client:
+        await client.authenticate()
+        status, config = await client.call("GET", "/operator/config")
+        assert status == 200
+        [mich] = [t for t in config["tables"] if t["table_id"] == "mich"]
+        offered = {int(spots) for spots in mich["paytables"]}
+        missing = sorted(set(range(1, 11)) - offered)
+        assert missing, offered  # the michigan set has no 1..3 spot games
+        player = "e2e-spots"
+        await _funded_player(client, player, 10_000)
+        await _next_round(client, table_id="mich")
+        for spots in missing:
+            bet = {"player_id": player, "currency": "EUR", "picks": list(range(1, spots + 1)), "stake": 100, "table_id": "mich"}
+            status, answer = await client.call("POST", "/bets/place", bet)
+            assert status in (400, 422), (spots, status, answer)
+            _error_shaped(answer, "spots_not_offered")
+        assert await _balance(client, player) == 10_000
+        assert await _tickets_of(stack, stack["demo"]["operator"]["operator_id"], player) == []
+        # The same table takes a count it offers, and the standard table takes the refused one.
+        fewest = min(offered)
+        status, body = await client.call("POST", "/bets/place", {
+            "player_id": player, "currency": "EUR", "picks": list(range(1, fewest + 1)), "stake": 100, "table_id": "mich"})
+        assert status == 201, body
+        status, body = await client.call("POST", "/bets/place", {
+            "player_id": player, "currency": "EUR", "picks": list(range(1, missing[0] + 1)), "stake": 100})
+        assert status == 201, body
+
+
+async def test_a_rollback_after_betting_closed_is_refused_and_the_bet_stands(stack: dict[str, Any]) -> None:
+    async with _client(stack) as client:
+        await client.authenticate()
+        player = "e2e-late-rollback"
+        await _funded_player(client, player, 10_000)
+        current = await _next_round(client)
+        status, ticket = await client.call("POST", "/bets/place", {
+            "player_id": player, "currency": "EUR", "picks": [3, 30, 60], "stake": 250, "round_id": current["round_id"]})
+        assert status == 201, ticket
+        await asyncio.sleep(max(0.0, current["closes_at"] / 1000 + 0.05 - time.time()))
+        status, answer = await client.call("POST", "/bets/rollback", {"ticket_id": ticket["ticket_id"]},
+                                           idempotency_key="late-rollback")
+        assert status == 409, answer
+        _error_shaped(answer, "round_closed")
+        assert current["round_id"] in answer["message"]
+        # A retry of the refusal is the same refusal; the ticket still plays and settles.
+        status, again = await client.call("POST", "/bets/rollback", {"ticket_id": ticket["ticket_id"]},
+                                          idempotency_key="late-rollback")
+        assert status == 409 and again["code"] == "round_closed"
+        status, recalled = await client.call("GET", f"/bets/{ticket['ticket_id']}")
+        assert status == 200 and recalled["state"] != "rolled_back", recalled
+        settled = await _settled(client, ticket["ticket_id"])
+        assert settled["stake"] == 250 and settled["round_id"] == current["round_id"]
+        assert await _balance(client, player) == 10_000 - 250 + settled["payout"]
+        status, answer = await client.call("POST", "/bets/rollback", {"ticket_id": "no-such-ticket"})
+        assert status == 404
+        _error_shaped(answer, "unknown_ticket")
+
+
+async def test_results_pages_walk_newest_first_without_overlap_or_gaps(stack: dict[str, Any]) -> None:
+    import asyncpg
+
+    async with _client(stack) as client:
+        await client.authenticate()
+        deadline = time.monotonic() + 60
+        while True:
+            status, first = await client.call("GET", "/rounds/results?limit=1")
+            assert status == 200, first
+            if first["rounds"] and first["rounds"][0]["nonce"] >= 7:
+                break
+            assert time.monotonic() < deadline, first
+            await asyncio.sleep(1)
+        anchor = first["rounds"][0]["nonce"] + 1  # rounds revealed while we walk stay out
+        conn = await asyncpg.connect(stack["demo"]["database_url"])
+        try:
+            expected = [r["round_id"] for r in await conn.fetch(
+                "SELECT round_id FROM published_rounds WHERE table_id = 'fast' AND phase = 'revealed' AND nonce < $1"
+                " ORDER BY nonce DESC", anchor)]
+        finally:
+            await conn.close()
+        assert len(expected) >= 4, expected
+        limit = max(2, -(-len(expected) // 4))
+        walked: list[dict[str, Any]] = []
+        cursor: int | None = anchor
+        pages = 0
+        while cursor is not None:
+            status, page = await client.call("GET", f"/rounds/results?table_id=fast&limit={limit}&before={cursor}")
+            assert status == 200, page
+            assert len(page["rounds"]) <= limit and (page["next_before"] is None) == (len(page["rounds"]) < limit), page
+            walked += page["rounds"]
+            cursor = page["next_before"]
+            pages += 1
+            assert pages <= len(expected) + 1, "the walk does not end"
+        assert [r["round_id"] for r in walked] == expected
+        nonces = [r["nonce"] for r in walked]
+        assert nonces == sorted(nonces, reverse=True) and len(set(nonces)) == len(nonces)
+        assert all(len(r["numbers"]) == 20 and r["revealed_seed"] for r in walked)
+        status, mich = await client.call("GET", "/rounds/results?table_id=mich&limit=100")
+        assert status == 200 and all(r["round_id"].startswith("mich-") for r in mich["rounds"]), mich
+        assert (await client.call("GET", "/rounds/results?before=0"))[1] == {"rounds": [], "next_before": None}
+        for query in ("limit=0", "limit=101", "limit=-1", "limit=abc", "limit=1.5", "limit=", "limit=%C2%B2",
+                      "limit=" + "9" * 5000, "limit=%205", "before=-3", "before=x", f"before={2**62 + 1}",
+                      "before=%C2%B2", "before=" + "1" * 5000):
+            status, answer = await client.call("GET", f"/rounds/results?{query}")
+            assert status == 400, (query[:40], status, answer)
+            _error_shaped(answer, "invalid_request")
+
+
+async def test_one_client_ip_over_its_limit_gets_429_with_retry_after(stack: dict[str, Any]) -> None:
+    """Requests from one address are limited together, authenticated or not, before
+    anything else is looked at; a refused POST moves no money and keeps its key; other
+    addresses are not affected; after Retry-After the address is served again.
+
+    Every client reaches the API through Serve's HAProxy, so the replica's peer is always
+    127.0.0.1; the stack trusts X-Forwarded-For as it would behind a load balancer that
+    sets it, and this test plays that balancer (the last entry is the one it saw)."""
+    away_ip = "198.51.100.23"
+    xff = {"x-forwarded-for": away_ip}
+    async with _client(stack) as home:
+        await home.authenticate()
+        player = "e2e-ip-limited"
+        await _funded_player(home, player, 1000)
+        op = stack["demo"]["operator"]
+        away = OperatorClient(op["api_base_url"], op["client_id"], op["client_secret"], session=home.session)
+        away.token = home.token
+        assert (await away.call("GET", "/operator/config", headers=xff))[0] == 200
+        admitted, refused = 1, 0
+        started = time.monotonic()
+        while not refused:
+            wave = await asyncio.gather(*(away.raw("GET", "/operator/config", signed=False, headers=xff) for _ in range(32)))
+            for status, answer, headers in wave:
+                if status == 429:
+                    refused += 1
+                    _error_shaped(answer, "rate_limited")
+                    assert int(headers["retry-after"]) >= 1
+                else:
+                    assert status == 401 and answer["code"] == "missing_token", (status, answer)
+                    admitted += 1
+            assert admitted <= 2 * IP_LIMIT_PER_MIN, "no 429 from one address far over its limit"
+        refill = (time.monotonic() - started) * IP_LIMIT_PER_MIN / 60
+        assert IP_LIMIT_PER_MIN <= admitted <= IP_LIMIT_PER_MIN + refill + 1, (admitted, refill)
+        credit = {"player_id": player, "currency": "EUR", "amount": 500}
+        status, answer, headers = await away.raw("POST", "/wallet/credit", credit, idempotency_key="ip-limited-credit",
+                                                 headers=xff)
+        assert status == 429, answer
+        _error_shaped(answer, "rate_limited")
+        retry_after = int(headers["retry-after"])
+        assert 1 <= retry_after <= 60
+        status, answer, _ = await away.raw("POST", "/oauth/token", {
+            "grant_type": "client_credentials", "client_id": op["client_id"], "client_secret": op["client_secret"]},
+            signed=False, headers=xff)
+        assert status == 429 and answer["code"] == "rate_limited", answer
+        # Addresses the client writes before the balancer's own do not make it someone else.
+        spoofed = {"x-forwarded-for": f"192.0.2.77, {away_ip}"}
+        assert (await away.call("GET", "/operator/config", headers=spoofed))[0] == 429
+        assert (await away.call("GET", "/operator/config", headers={"x-forwarded-for": f"{away_ip}, 192.0.2.78"}))[0] == 200
+        assert await _balance(home, player) == 1000  # another address, the same operator: served, and unchanged
+        await asyncio.sleep(retry_after)
+        status, body = await away.call("POST", "/wallet/credit", credit, idempotency_key="ip-limited-credit", headers=xff)
+        assert status == 200 and body["balance"] == 1500, body
+    # The same rule for an operator's allow-list: a claimed address in front does not let anyone in.
+    async with await _new_operator(stack, "e2e-op-fenced-xff", ip_allow_list=["203.0.113.0/24"]) as fenced:
+        await fenced.authenticate()
+        status, answer = await fenced.call("GET", "/operator/config", headers={"x-forwarded-for": "203.0.113.5, 192.0.2.9"})
+        assert status == 403, answer
+        _error_shaped(answer, "ip_not_allowed")
+        assert (await fenced.call("GET", "/operator/config", headers={"x-forwarded-for": "192.0.2.9, 203.0.113.5"}))[0] == 200
+
+
+async def test_rate_tiers_at_the_api(stack: dict[str, Any]) -> None:
+    """Standard operators get 1000 requests a minute and premium ones 5000 (as the API
+    reports them); an operator over its own limit gets 429s, and a refused POST moves no
+    money and keeps its Idempotency-Key for after Retry-After."""
+    for operator_id, options, expected in (("e2e-op-standard", {}, 1000), ("e2e-op-premium", {"tier": "premium"}, 5000),
+                                           ("e2e-op-premium-capped", {"tier": "premium", "rate_limit_per_min": 2000}, 2000)):
+        async with await _new_operator(stack, operator_id, **options) as client:
+            await client.authenticate()
+            status, config = await client.call("GET", "/operator/config")
+            assert status == 200 and config["rate_limit_per_min"] == expected, (operator_id, config)
+    low = 30  # one request back every 2 s
+    async with await _new_operator(stack, "e2e-op-low", rate_limit_per_min=low) as client:
+        await client.authenticate()
+        player = "e2e-low-tier"
+        assert (await client.call("POST", "/players", {"player_id": player, "currency": "EUR"}))[0] == 201
+        admitted, started = 1, time.monotonic()
+        while True:
+            status, answer = await client.call("GET", "/operator/config")
+            if status == 429:
+                _error_shaped(answer, "rate_limited")
+                break
+            assert status == 200 and admitted <= 2 * low, (admitted, answer)
+            admitted += 1
+        assert low <= admitted <= low + (time.monotonic() - started) * low / 60 + 1, admitted
+        credit = {"player_id": player, "currency": "EUR", "amount": 700}
+        status, answer, headers = await client.raw("POST", "/wallet/credit", credit, idempotency_key="low-tier-credit")
+        assert status == 429, answer
+        _error_shaped(answer, "rate_limited")
+        retry_after = int(headers["retry-after"])
+        assert 1 <= retry_after <= 60 // low + 1
+        await asyncio.sleep(retry_after)
+        status, body = await client.call("POST", "/wallet/credit", credit, idempotency_key="low-tier-credit")
+        assert status == 200 and body["balance"] == 700, body  # once: the refused one moved nothing
+
+
+async def test_an_expired_token_is_refused_and_changes_nothing(stack: dict[str, Any]) -> None:
+    """The token the stack issued as it came up worked then; once its ``expires_in`` has
+    passed it is a 401 ``expired_token`` on every route, a POST with it moves no money and
+    does not use up its Idempotency-Key, and a new token works."""
+    early = stack["early_token"]
+    assert early["expires_in"] == TOKEN_TTL_S
+    await asyncio.sleep(max(0.0, early["received_at"] + TOKEN_TTL_S + 1 - time.time()))
+    async with _client(stack) as client:
+        fresh = await client.authenticate()
+        assert fresh["expires_in"] == TOKEN_TTL_S and fresh["access_token"] != early["access_token"]
+        player = "e2e-expired"
+        await _funded_player(client, player, 1000)
+        await _next_round(client)
+        new_token, client.token = client.token, early["access_token"]
+        credit = {"player_id": player, "currency": "EUR", "amount": 500}
+        for method, path, body, key in (
+            ("GET", f"/wallet/balance?player_id={player}&currency=EUR", None, None),
+            ("GET", "/operator/config", None, None),
+            ("POST", "/wallet/credit", credit, "expired-credit"),
+            ("POST", "/bets/place", {"player_id": player, "currency": "EUR", "picks": [1, 2], "stake": 100}, "expired-bet"),
+        ):
+            # Signed correctly, with the right secret: only the token's age is wrong.
+            status, answer, headers = await client.raw(method, path, body, idempotency_key=key, refresh=False)
+            assert status == 401, (path, status, answer)
+            _error_shaped(answer, "expired_token")
+            assert headers.get("x-request-id") == answer["requestId"]
+        client.token = new_token
+        assert await _balance(client, player) == 1000
+        assert await _tickets_of(stack, stack["demo"]["operator"]["operator_id"], player) == []
+        # The refused POST never reached its key: the same request with a valid token runs once.
+        status, body = await client.call("POST", "/wallet/credit", credit, idempotency_key="expired-credit")
+        assert status == 200 and body["balance"] == 1500, body
+        # The client renews an expired token by itself (and the request then goes through).
+        client.token = early["access_token"]
+        assert await _balance(client, player) == 1500
+        assert client.token not in (early["access_token"], None)
 
 
 def test_after_the_stack_stops_the_ledger_and_every_round_verify(stack: dict[str, Any]) -> None:
