@@ -70,6 +70,7 @@ NOTARY_NAME = "chain-notary"
 # threads are plenty, since the waiting part of a salt look-up polls from the event loop.
 _READ_THREADS = 6
 _SALT_POLL_S = 0.1
+_IDLE_REPORT_S = 5.0
 
 
 class NotaryError(ActorError):
@@ -185,11 +186,14 @@ class ChainNotary:
         }
 
     async def info(self) -> dict[str, Any]:
+        """Where the notary publishes; reads the chain's head, so it fails while the chain
+        is unreachable (health checks rely on that: the chain id alone is cached)."""
         try:
             chain_id = await self._read(self._client.chain_id)
+            head = await self._read(self._client.head)
         except ChainError as exc:
             raise NotaryError(f"cannot reach the chain at {self._rpc_url}: {exc}") from exc
-        return {"rpc_url": self._rpc_url, "chain_id": chain_id, "address": self._client.address}
+        return {"rpc_url": self._rpc_url, "chain_id": chain_id, "head": head, "address": self._client.address}
 
     # -- batching ---------------------------------------------------------------------
 
@@ -225,7 +229,10 @@ class ChainNotary:
         while True:
             while not batcher.queue:
                 batcher.changed.clear()
-                await batcher.changed.wait()
+                try:
+                    await asyncio.wait_for(batcher.changed.wait(), _IDLE_REPORT_S)
+                except TimeoutError:
+                    batcher.report_backlog()  # so the backlog's peak gauge decays when idle
             # The window runs from the oldest item's arrival: items that queued up during
             # the previous publish have waited long enough and go at once.
             while len(batcher.queue) < self._max_batch:

@@ -184,6 +184,7 @@ class ShardEngine:
         self._house: dict[tuple[str, str], AccountRow] = {}
         self._runnable: OrderedDict[tuple[str, str], _Account] = OrderedDict()
         self._queued = 0
+        self._queued_peak = 0  # most queued at once since the last metrics_snapshot()
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         # accounts with commands in flight and more waiting, set aside by _take
@@ -323,6 +324,14 @@ class ShardEngine:
             "fenced": self._fenced,
         }
 
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """``snapshot()`` plus ``mailbox_peak``, the most commands queued at once since the
+        previous call (which this resets): the metrics sampler's view."""
+        snapshot = self.snapshot()
+        snapshot["mailbox_peak"] = self._queued_peak
+        self._queued_peak = self._queued
+        return snapshot
+
     # -- intake -------------------------------------------------------------------------
 
     def submit_nowait(self, commands: list[Command]) -> list[asyncio.Future[Result]]:
@@ -349,6 +358,8 @@ class ShardEngine:
             account.mailbox.append(_Pending(command, future))
             account.last_used = now
             self._queued += 1
+            if self._queued > self._queued_peak:
+                self._queued_peak = self._queued
             self._runnable[account.key] = account
         self._wakeup.set()
         return futures

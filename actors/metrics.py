@@ -22,8 +22,10 @@ cumulative ``snapshot()`` every :data:`SHARD_SAMPLE_S` seconds and records what 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +34,10 @@ from ray.util.metrics import Counter, Gauge, Histogram
 
 __all__ = [
     "METRIC_NAMES",
+    "PEAK_WINDOW_S",
     "SHARD_SAMPLE_S",
     "ShardSampler",
+    "WindowMax",
     "export_shard_metrics",
     "observe_chain_tx",
     "observe_settlement",
@@ -46,6 +50,9 @@ __all__ = [
 log = logging.getLogger("rgs.metrics")
 
 SHARD_SAMPLE_S = 1.0
+# Queues drain within milliseconds; a scrape of the instantaneous depth nearly always
+# reads 0, so depth also has a gauge of its maximum over a window longer than a scrape.
+PEAK_WINDOW_S = 60.0
 
 # Seconds: wallet calls and journal commits live in milliseconds, settlement and chain
 # transactions in seconds.
@@ -66,11 +73,13 @@ class _Metrics:
     journal_commit_seconds: Histogram
     shard_active_accounts: Gauge
     shard_mailbox_depth: Gauge
+    shard_mailbox_peak: Gauge
     shard_busy_rejections: Counter
     rounds: Counter
     settlement_seconds: Histogram
     chain_tx_seconds: Histogram
     chain_backlog: Gauge
+    chain_backlog_peak: Gauge
 
 
 # Names as recorded; Prometheus sees them with the ray_ prefix (and _total on counters).
@@ -85,11 +94,13 @@ METRIC_NAMES: Mapping[str, str] = {
     "journal_commit_seconds": "rgs_journal_commit_seconds",
     "shard_active_accounts": "rgs_shard_active_accounts",
     "shard_mailbox_depth": "rgs_shard_mailbox_depth",
+    "shard_mailbox_peak": "rgs_shard_mailbox_depth_peak",
     "shard_busy_rejections": "rgs_shard_busy_rejections",
     "rounds": "rgs_rounds",
     "settlement_seconds": "rgs_settlement_seconds",
     "chain_tx_seconds": "rgs_chain_tx_seconds",
     "chain_backlog": "rgs_chain_backlog",
+    "chain_backlog_peak": "rgs_chain_backlog_peak",
 }
 
 _made: _Metrics | None = None
@@ -149,6 +160,11 @@ def _metrics() -> _Metrics:
                 "Commands queued in a shard's account mailboxes.",
                 ("shard",),
             ),
+            shard_mailbox_peak=Gauge(
+                n["shard_mailbox_peak"],
+                f"Most commands queued at once in a shard's mailboxes over the last {PEAK_WINDOW_S:g} s.",
+                ("shard",),
+            ),
             shard_busy_rejections=Counter(
                 n["shard_busy_rejections"],
                 "Commands refused because an account mailbox was full.",
@@ -172,6 +188,11 @@ def _metrics() -> _Metrics:
             chain_backlog=Gauge(
                 n["chain_backlog"],
                 "Chain notary: items queued or in flight, not yet on chain.",
+                ("kind",),
+            ),
+            chain_backlog_peak=Gauge(
+                n["chain_backlog_peak"],
+                f"Chain notary: most items queued or in flight at once over the last {PEAK_WINDOW_S:g} s.",
                 ("kind",),
             ),
         )
@@ -203,8 +224,35 @@ def observe_chain_tx(kind: str, seconds: float) -> None:
     _metrics().chain_tx_seconds.observe(seconds, {"kind": kind})
 
 
+class WindowMax:
+    """The largest value seen over the last ``window_s`` seconds (times are the caller's
+    monotonic clock). Keeps only values that can still be the maximum."""
+
+    def __init__(self, window_s: float = PEAK_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._values: collections.deque[tuple[float, float]] = collections.deque()
+
+    def observe(self, value: float, now: float) -> float:
+        while self._values and self._values[-1][1] <= value:
+            self._values.pop()
+        self._values.append((now, value))
+        return self.value(now)
+
+    def value(self, now: float) -> float:
+        while self._values and self._values[0][0] <= now - self.window_s:
+            self._values.popleft()
+        return self._values[0][1] if self._values else 0.0
+
+
+_backlog_peaks: dict[str, WindowMax] = {}
+
+
 def record_chain_backlog(kind: str, items: int) -> None:
-    _metrics().chain_backlog.set(items, {"kind": kind})
+    m = _metrics()
+    tags = {"kind": kind}
+    m.chain_backlog.set(items, tags)
+    peak = _backlog_peaks.setdefault(kind, WindowMax())
+    m.chain_backlog_peak.set(peak.observe(items, time.monotonic()), tags)
 
 
 # -- shards ---------------------------------------------------------------------------------
@@ -226,6 +274,7 @@ class ShardSampler:
     def __init__(self, shard: str) -> None:
         self.shard = shard
         self._last: dict[str, float] = {}
+        self._mailbox_peak = WindowMax()
 
     def sample(self, snapshot: Mapping[str, Any]) -> dict[str, float]:
         delta: dict[str, float] = {}
@@ -237,7 +286,10 @@ class ShardSampler:
         m = _metrics()
         tags = {"shard": self.shard}
         m.shard_active_accounts.set(float(snapshot.get("active_accounts", 0) or 0), tags)
-        m.shard_mailbox_depth.set(float(snapshot.get("mailbox_depth", 0) or 0), tags)
+        depth = float(snapshot.get("mailbox_depth", 0) or 0)
+        m.shard_mailbox_depth.set(depth, tags)
+        peak = max(depth, float(snapshot.get("mailbox_peak", 0) or 0))
+        m.shard_mailbox_peak.set(self._mailbox_peak.observe(peak, time.monotonic()), tags)
         if delta["busy_rejections"] > 0:
             m.shard_busy_rejections.inc(delta["busy_rejections"], tags)
         batches = delta["batches"]

@@ -117,7 +117,7 @@ class AccountShard:
         self._token = secrets.token_hex(16)
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
-        self._metrics = export_shard_metrics(name, lambda: self._engine.snapshot())
+        self._metrics = export_shard_metrics(name, lambda: self._engine.metrics_snapshot())
 
     def _running(self) -> bool:
         task = self._started
@@ -304,10 +304,25 @@ def run_sync(coroutine: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-async def _declare_layout(database_url: str, shard_set: str, owners: Sequence[str]) -> ShardLayout:
+async def _layout_to_start(
+    database_url: str, shard_set: str, partitions: int, configured: Sequence[str], live: frozenset[str]
+) -> ShardLayout:
+    """The layout a starting stack runs. If shards the stored layout names are alive (a
+    backend keeper restarting under running traffic, after a rebalance), that layout wins:
+    declaring the configured one over it would give a partition two owners. Otherwise
+    (a cold start) the configured layout is stored, replacing what a previous run left."""
     journal = Journal(database_url, owner=f"start_shards/pid{os.getpid()}")
     try:
-        return await journal.save_layout(shard_set, owners, expected_version=None)
+        stored = await journal.load_layout(shard_set, partitions)
+        if stored is not None and live & set(stored.owners):
+            if tuple(stored.owners) != tuple(configured):
+                log.warning(
+                    "%s: adopting the stored layout (version %d, %d shards) its live shards run, not the"
+                    " configured %d shards; change it with `rgs shards rebalance`",
+                    shard_set, stored.version, len(stored.shards), len(set(configured)),
+                )
+            return stored
+        return await journal.save_layout(shard_set, configured, expected_version=None)
     finally:
         await journal.close()
 
@@ -332,20 +347,22 @@ def create_shard(
 def start_shards(config: Config, database_url: str, *, prefix: str = SHARD_PREFIX, timeout: float = 120.0) -> ShardSet:
     """Create (or find) ``config.shards`` shard actors and wait until each owns its partitions.
 
-    The stack starting up declares its layout: ``default_owners`` for ``config.shards``
-    is stored (replacing what a previous run, or a rebalance of it, left), then the shards
-    start and claim their share of it.
+    On a cold start (no shard of the set alive) the stack declares its layout:
+    ``default_owners`` for ``config.shards`` is stored, replacing what a previous run, or
+    a rebalance of it, left. While shards of the set are alive, the stored layout they run
+    is adopted instead, whatever ``config.shards`` says (see ``_layout_to_start``).
     """
-    owners = default_owners(config.partitions, config.shards, prefix)
+    configured = default_owners(config.partitions, config.shards, prefix)
     try:
-        run_sync(_declare_layout(database_url, prefix, owners))
+        layout = run_sync(
+            _layout_to_start(database_url, prefix, config.partitions, configured, frozenset(live_shards(prefix)))
+        )
     except StorageError as exc:
         raise ShardSetupError(f"cannot store the shard layout: {exc}") from exc
-    handles = []
-    for index in range(config.shards):
-        name = f"{prefix}{index}"
-        owned = frozenset(p for p, owner in enumerate(owners) if owner == name)
-        handles.append(create_shard(config, database_url, name, owned, prefix))
+    handles = [
+        create_shard(config, database_url, name, layout.owned_by(name), prefix, detached=name not in configured)
+        for name in layout.shards
+    ]
     try:
         ray.get([h.ready.remote() for h in handles], timeout=timeout)
     except (ray.exceptions.RayError, TimeoutError) as exc:

@@ -222,3 +222,18 @@ async def test_a_commit_lost_in_flight_is_resolved_by_retrying(
         assert await verify_ledger(conn) == []
     finally:
         await conn.close()
+
+
+async def test_metrics_snapshot_reports_the_mailbox_peak_since_the_last_one(
+    make_engine: Callable[..., object],
+) -> None:
+    """A burst queued and drained between two metric samples still shows in the next one."""
+    engine = await make_engine()  # type: ignore[misc]
+    await funded(engine)
+    assert engine.metrics_snapshot()["mailbox_peak"] >= 1  # type: ignore[attr-defined]
+    assert engine.metrics_snapshot()["mailbox_peak"] == 0  # type: ignore[attr-defined]
+    burst = [cmd("bet", key=f"peak-{n}", amount=1) for n in range(25)]
+    results = await engine.submit(burst)  # type: ignore[attr-defined]
+    assert {r.code for r in results} == {OK}
+    sample = engine.metrics_snapshot()  # type: ignore[attr-defined]
+    assert sample["mailbox_depth"] == 0 and sample["mailbox_peak"] == 25

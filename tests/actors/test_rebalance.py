@@ -267,9 +267,10 @@ def test_rebalance_2_to_4_and_back_under_traffic(
 
     assert outcome.problems == [], outcome.problems[:10]
     phases = outcome.phases
-    # The traffic really spanned both rebalances, and the router followed the moves
-    # (after 2 -> 4 it must learn of the new shards, after 4 -> 2 of their removal).
-    assert all(phases.count(phase) > 0 for phase in (0, 2, 4)), {
+    # The traffic really spanned both rebalances: answers kept arriving while each ran
+    # (phases 1 and 3), and the router followed the moves (after 2 -> 4 it must learn of
+    # the new shards, after 4 -> 2 of their removal).
+    assert all(phases.count(phase) > 0 for phase in range(5)), {
         p: phases.count(p) for p in range(5)
     }
     assert outcome.reloads >= 2
@@ -399,3 +400,42 @@ def test_a_restarted_shard_claims_its_current_share(
         assert {r.code for r in results} == {ResultCode.OK}
     finally:
         shards.stop()
+
+
+def test_a_stack_restarting_while_its_shards_run_adopts_the_rebalanced_layout(
+    ray_session: None, fresh_database_url: str
+) -> None:
+    """A backend keeper that restarts after a rebalance (its shards still running) must
+    not declare its configured 2-shard layout over the live 3-shard one: that would give
+    partitions two owners. A cold start does declare the configured layout."""
+    prefix = "adopt-shard-"
+    config = load_config({}, overrides={"shards": 2, "partitions": 6})
+    shards = start_shards(config, fresh_database_url, prefix=prefix)
+    try:
+        report = asyncio.run(rebalance(config, fresh_database_url, 3, prefix=prefix))
+        again = start_shards(config, fresh_database_url, prefix=prefix)
+        assert len(again) == 3
+        owned = {
+            ready["name"]: sorted(int(p) for p in ready["epochs"])
+            for ready in ray.get([h.ready.remote() for h in again.handles])
+        }
+        assert owned == report.ownership
+        results = asyncio.run(
+            ShardRouter(again.handles, 6).execute_many(
+                [Command(CommandKind.OPEN, OPERATOR, f"adopt{i}", "EUR") for i in range(30)]
+            )
+        )
+        assert {r.code for r in results} == {ResultCode.OK}
+    finally:
+        shards.stop()
+    deadline = time.monotonic() + 30
+    while live_shards(prefix):  # ray.kill returns before the actors are gone
+        assert time.monotonic() < deadline, "the shards did not stop"
+        time.sleep(0.2)
+    cold = start_shards(config, fresh_database_url, prefix=prefix)
+    try:
+        assert len(cold) == 2
+        names = {ready["name"] for ready in ray.get([h.ready.remote() for h in cold.handles])}
+        assert names == {f"{prefix}0", f"{prefix}1"}
+    finally:
+        cold.stop()

@@ -137,7 +137,14 @@ def stack(
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 10})
         serve.run(wallet, name="wallet", route_prefix="/wallet")
         serve.run(operator, name="operator", route_prefix="/api")
-        yield {"base_url": f"http://127.0.0.1:{port}", "auth_token": auth_token}
+        yield {
+            "base_url": f"http://127.0.0.1:{port}",
+            "auth_token": auth_token,
+            "admin_url": database_url,
+            "database": name,
+            "redis": redis_server,
+            "chain": chain,
+        }
     finally:
         serve.shutdown()
         ray.kill(keeper, no_restart=True)  # and with it every actor it owns
@@ -225,6 +232,10 @@ REQUIRED = (
     "ray_rgs_journal_batch_commands_count",
     "ray_rgs_journal_commit_seconds_count",
     "ray_rgs_shard_active_accounts",
+    # Queues drain in milliseconds, so the instant depths mostly read 0; their 60 s peaks
+    # must show the traffic above and the table's commitments.
+    "ray_rgs_shard_mailbox_depth_peak",
+    "ray_rgs_chain_backlog_peak",
     "ray_rgs_rounds_total",
     "ray_rgs_settlement_seconds_count",
     "ray_rgs_chain_tx_seconds_count",
@@ -399,6 +410,75 @@ def test_a_restarted_keeper_starts_the_backend_again(stack: dict[str, Any]) -> N
         },
     )
     assert status == 200 and played["balance"] == 100_000 - 5, played
+
+
+def _ready_until(stack: dict[str, Any], path: str, done: Any, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        status, ready = _http(stack, "GET", path)
+        if done(status, ready):
+            return dict(ready)
+        assert time.monotonic() < deadline, f"{path} never showed {what}: {status} {ready}"
+        time.sleep(0.5)
+
+
+def _allow_connections(stack: dict[str, Any], allowed: bool) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(stack["admin_url"])
+        try:
+            await conn.execute(f"ALTER DATABASE {stack['database']} ALLOW_CONNECTIONS {str(allowed).lower()}")
+            if not allowed:  # and cut everyone already connected: the database is gone for them
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    stack["database"],
+                )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_readiness_follows_postgres_redis_and_chain_outages(stack: dict[str, Any]) -> None:
+    """Last of the stack's tests: it stops the stack's Redis and chain for good."""
+    _ready_until(stack, "/wallet/health/ready", lambda s, r: s == 200 and r["status"] == "ok", "ok")
+    # PostgreSQL away: neither the wallet nor the API can serve; both say why, liveness holds.
+    _allow_connections(stack, False)
+    try:
+        wallet = _ready_until(stack, "/wallet/health/ready", lambda s, r: s == 503, "503")
+        assert wallet["status"] == "unavailable" and wallet["checks"]["postgres"].startswith("failed: "), wallet
+        api = _ready_until(stack, "/api/health/ready", lambda s, r: s == 503, "503")
+        assert api["checks"]["postgres"].startswith("failed: "), api
+        assert _http(stack, "GET", "/wallet/health/live")[0] == 200
+        assert _http(stack, "GET", "/api/health/live")[0] == 200
+    finally:
+        _allow_connections(stack, True)
+    # ... and back: ready again, and money moves again without a restart.
+    _ready_until(stack, "/wallet/health/ready", lambda s, r: s == 200, "200 after PostgreSQL came back")
+    status, played = _play(
+        stack,
+        {
+            "user_id": PLAYERS[2],
+            "currency": "EUR",
+            "game": "rgs:keno80",
+            "game_id": "after-pg",
+            "finished": True,
+            "actions": [{"action": "bet", "action_id": "obs-after-pg", "amount": 7}],
+        },
+    )
+    assert status == 200 and played["balance"] == 100_000 - 7, played
+    # Redis away: no wallet call needs it, so the wallet only degrades; the API's rate
+    # limits and idempotency records do, so it is not ready.
+    stack["redis"].stop()
+    wallet = _ready_until(stack, "/wallet/health/ready", lambda s, r: r["checks"].get("redis", "ok") != "ok", "redis")
+    assert wallet["status"] == "degraded" and wallet["checks"]["postgres"] == "ok", wallet
+    api = _ready_until(stack, "/api/health/ready", lambda s, r: s == 503, "503 without Redis")
+    assert api["checks"]["redis"].startswith("failed: ") and api["checks"]["postgres"] == "ok", api
+    # The chain away: rounds cannot be committed; the wallet degrades, the API is not ready.
+    stack["chain"].stop()
+    wallet = _ready_until(stack, "/wallet/health/ready", lambda s, r: r["checks"].get("chain", "ok") != "ok", "chain")
+    assert wallet["status"] == "degraded", wallet
+    api = _ready_until(stack, "/api/health/ready", lambda s, r: r["checks"].get("chain", "ok") != "ok", "chain")
+    assert api["status"] == "unavailable", api
 
 
 def test_status_without_a_cluster_is_one_clear_line() -> None:
