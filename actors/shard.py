@@ -191,6 +191,8 @@ class AccountShard:
         return {
             "name": self._name,
             "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "host": self._address[0],
             "epochs": self._engine.epochs,
             "partitions": self._engine.settings.partitions,
             "address": list(self._address),

@@ -173,7 +173,9 @@ def _shard_view(name: str, ready: dict[str, Any], stats: dict[str, Any]) -> dict
         view["error"] = errors[0]
     if "error" not in ready:
         epochs = {int(p): int(e) for p, e in dict(ready.get("epochs") or {}).items()}
-        view.update(pid=ready.get("pid"), epochs=dict(sorted(epochs.items())))
+        view.update(
+            pid=ready.get("pid"), node=ready.get("node"), host=ready.get("host"), epochs=dict(sorted(epochs.items()))
+        )
     if "error" not in stats:
         view.update(
             partitions=stats.get("partitions"),
@@ -223,7 +225,7 @@ def _print(report: dict[str, Any], out: Callable[[str], None] = print) -> None:
         epochs: dict[int, int] = shard.get("epochs", {})
         fenced = f"  FENCED: {shard['fenced']}" if shard.get("fenced") else ""
         out(
-            f"  {shard['name']:<20} pid {shard.get('pid')}  partitions {len(epochs)} {_partitions(epochs)}"
+            f"  {shard['name']:<20} host {shard.get('host')} pid {shard.get('pid')}  partitions {len(epochs)} {_partitions(epochs)}"
             f"  accounts {shard.get('active_accounts', '?')}  mailbox {shard.get('mailbox_depth', '?')}{fenced}"
         )
     out(f"tables   {len(report['tables'])}")

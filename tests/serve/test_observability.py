@@ -337,6 +337,7 @@ def test_status_reports_shards_tables_and_notary(
     owned = sorted(int(p) for s in shards for p in s["epochs"])
     assert owned == list(range(8))  # every partition, once
     assert all(isinstance(s["pid"], int) and s["mailbox_depth"] >= 0 for s in shards)
+    assert all(s["host"] and len(s["node"]) > 16 for s in shards), shards  # where to drain
     assert sum(s["active_accounts"] for s in shards) >= 1
     table = tables[TABLE]
     assert table["enabled"] is True and table["current_round"].startswith(f"{TABLE}-")

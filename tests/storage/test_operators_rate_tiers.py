@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
@@ -14,24 +14,8 @@ import redis.asyncio
 from core.operator_auth import DEFAULT_RATE_LIMITS, CredentialVault, derive_key
 from storage.operators import OperatorStore
 from storage.ratelimit import RateLimiter
-from storage.redis_store import EmbeddedRedis, connect_redis
-from tests.redis_fixtures import start_test_redis
 
 VAULT = CredentialVault(derive_key(bytes(range(32)), "ray-rgs/operator-credentials/v1"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = start_test_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def client(server: EmbeddedRedis) -> AsyncIterator[redis.asyncio.Redis]:
-    client = await connect_redis(server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

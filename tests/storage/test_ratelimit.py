@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,6 @@ from storage.errors import RateLimitUnavailableError
 from storage.ratelimit import RateLimiter
 from storage.redis_store import EmbeddedRedis, connect_redis
 from tests.redis_fixtures import start_test_redis
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = start_test_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def client(server: EmbeddedRedis) -> AsyncIterator[redis.asyncio.Redis]:
-    client = await connect_redis(server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
