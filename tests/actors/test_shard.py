@@ -57,7 +57,7 @@ def test_shards_are_named_restartable_and_coalesced(ray_session: None, fresh_dat
         shards.stop()
 
 
-@pytest.mark.parametrize("exit_by", ["drain_then_kill", "ray_terminate"])
+@pytest.mark.parametrize("exit_by", ["drain_then_kill"])
 def test_a_shard_shutting_down_under_traffic_loses_and_doubles_nothing(
     ray_session: None, fresh_database_url: str, exit_by: str
 ) -> None:
