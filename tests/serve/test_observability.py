@@ -181,6 +181,21 @@ def _play(stack: dict[str, Any], payload: dict[str, Any]) -> tuple[int, Any]:
     )
 
 
+def _bet(stack: dict[str, Any], player: str, game_id: str, action_id: str, amount: int) -> tuple[int, Any]:
+    """One finished SoftSwiss round holding one bet."""
+    return _play(
+        stack,
+        {
+            "user_id": player,
+            "currency": "EUR",
+            "game": "rgs:keno80",
+            "game_id": game_id,
+            "finished": True,
+            "actions": [{"action": "bet", "action_id": action_id, "amount": amount}],
+        },
+    )
+
+
 async def _fund_players() -> None:
     router = ShardRouter(shard_handles(2, 8, prefix=SHARD_PREFIX).handles, 8)
     try:
@@ -399,17 +414,7 @@ def test_a_restarted_keeper_starts_the_backend_again(stack: dict[str, Any]) -> N
             break
         assert time.monotonic() < deadline, ready
         time.sleep(0.5)
-    status, played = _play(
-        stack,
-        {
-            "user_id": PLAYERS[1],
-            "currency": "EUR",
-            "game": "rgs:keno80",
-            "game_id": "after",
-            "finished": True,
-            "actions": [{"action": "bet", "action_id": "obs-after", "amount": 5}],
-        },
-    )
+    status, played = _bet(stack, PLAYERS[1], "after", "obs-after", 5)
     assert status == 200 and played["balance"] == 100_000 - 5, played
 
 
@@ -455,17 +460,7 @@ def test_readiness_follows_postgres_redis_and_chain_outages(stack: dict[str, Any
         _allow_connections(stack, True)
     # ... and back: ready again, and money moves again without a restart.
     _ready_until(stack, "/wallet/health/ready", lambda s, r: s == 200, "200 after PostgreSQL came back")
-    status, played = _play(
-        stack,
-        {
-            "user_id": PLAYERS[2],
-            "currency": "EUR",
-            "game": "rgs:keno80",
-            "game_id": "after-pg",
-            "finished": True,
-            "actions": [{"action": "bet", "action_id": "obs-after-pg", "amount": 7}],
-        },
-    )
+    status, played = _bet(stack, PLAYERS[2], "after-pg", "obs-after-pg", 7)
     assert status == 200 and played["balance"] == 100_000 - 7, played
     # Redis away: no wallet call needs it, so the wallet only degrades; the API's rate
     # limits and idempotency records do, so it is not ready.
