@@ -671,13 +671,13 @@ class ShardEngine:
         ).items():
             _remember(by_id[account_id].records, key, _cache_entry(request_hash, response))
         found = await self._journal.load_bets(list(keys.bets))
-        learned: dict[int, dict[str, tuple[str, int]]] = {}
+        # Into the plan's ``fetched`` only, absence included. Not into the accounts' bounded
+        # caches: a fetched bet going in there could evict one that ``_missing`` left out
+        # because it was cached, and the plan would then find neither (a win for an open
+        # bet answered "no such bet"). The bets the batch resolves are cached once it
+        # commits (``_Plan.answer``).
         for pair in keys.bets:
-            # Remember absence too, so a resolution of an unknown bet is not re-fetched.
-            bet = fetched[pair] = found.get(pair, _NO_BET)
-            learned.setdefault(pair[0], {})[pair[1]] = bet
-        for account_id, bets in learned.items():
-            _remember_all(by_id[account_id].bets, bets)
+            fetched[pair] = found.get(pair, _NO_BET)
 
     def _passivate(self) -> None:
         now = time.monotonic()

@@ -23,7 +23,6 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-import asyncpg
 import ray
 
 from actors.errors import AdapterUnavailableError
@@ -40,6 +39,7 @@ from actors.wallet_flow import ResolvedPlayer, run_call
 from core.dialects.base import ParsedCall, PlayerRef, ProviderSettings, WireRequest, WireResponse
 from core.dialects.registry import dialect
 from storage.callbacks import CallbackRecord, CallbackStore
+from storage.database import create_pool
 from storage.sessions import SessionInfo, SessionStore
 
 __all__ = ["AdapterLink", "ProviderAdapter", "adapter_name"]
@@ -92,9 +92,7 @@ class ProviderAdapter:
         self.timings = {"requests": 0, "arrival_seconds": 0.0, "handle_seconds": 0.0, "record_seconds": 0.0}
 
     async def _start(self) -> None:
-        pool = await asyncpg.create_pool(self._database_url, min_size=1, max_size=4)
-        assert pool is not None
-        self._pool = pool
+        self._pool = pool = await create_pool(self._database_url, min_size=1, max_size=4)
         self._sessions = SessionStore(pool)
         self._callbacks = CallbackStore(pool)
         shards, partitions, prefix = self._shard_args

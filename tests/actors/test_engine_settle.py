@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from typing import Any
@@ -390,3 +391,73 @@ async def test_a_failed_write_drops_the_batch_evaluated_behind_it(
     assert [r.code for r in retry] == [OK] * 6
     assert [r.balance for r in retry] == [115] * 6
     await assert_sound(fresh_database_url)
+
+
+async def _bet_table_reads(url: str, updates_at_least: int, timeout_s: float = 10.0) -> int:
+    """Rows of wallet_bets read by sequential scans so far, once the statistics show at
+    least ``updates_at_least`` bet updates (they arrive from other backends with a delay)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        (row,) = await fetch(url, "SELECT seq_tup_read, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'wallet_bets'")
+        if row["n_tup_upd"] >= updates_at_least or asyncio.get_running_loop().time() > deadline:
+            assert row["n_tup_upd"] >= updates_at_least, "the statistics never caught up"
+            return int(row["seq_tup_read"])
+        await asyncio.sleep(0.2)
+
+
+async def test_resolving_a_bet_probes_its_key_instead_of_scanning_every_bet(
+    make_engine: Callable[..., object], fresh_database_url: str
+) -> None:
+    # A wallet resolves each bet soon after placing it, so nearly every row is resolved and
+    # "state = 'open'" looks like no rows to the planner. Migration 0011: resolving must
+    # stay a key lookup, not a scan of the whole table per batch.
+    engine = await make_engine()  # type: ignore[misc]
+    await placed(engine, bets=1, funds=10_000)
+    history = 20_000
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        # Resolved bets of the past, written directly: only the table's size and shape matter.
+        await conn.execute(
+            "INSERT INTO wallet_bets (account_id, bet_key, state, amount, resolution_key, payout)"
+            " SELECT a.account_id, 'old' || n, 'won', 10, 'old-win' || n, 5"
+            " FROM accounts a, generate_series(1, $1) AS n WHERE a.player_id = 'alice' AND a.kind = 'player'",
+            history,
+        )
+        await conn.execute("ANALYZE wallet_bets")
+    finally:
+        await conn.close()
+    before = await _bet_table_reads(fresh_database_url, updates_at_least=0)
+    for i in range(5):  # one batch each: the bet, then its win
+        (bet,) = await engine.submit([cmd("bet", key=f"late{i}", amount=1, round_ref="r2")])
+        (win,) = await engine.submit([cmd("win", key=f"late-win{i}", amount=1, reference=f"late{i}")])
+        assert bet.code is OK and win.code is OK
+    # A busy backend reports its statistics at most once a second, an idle one after ten:
+    # one more commit a second later makes the shard's connection report the batches above.
+    await asyncio.sleep(1.1)
+    assert (await engine.submit([cmd("bet", key="report", amount=1, round_ref="r2")]))[0].code is OK
+    after = await _bet_table_reads(fresh_database_url, updates_at_least=5)
+    assert after - before < history, f"{after - before} bet rows read by scans to resolve 5 bets"
+    assert (await bets_of(fresh_database_url))["late4"][0] == "won"
+
+
+async def test_wins_for_more_open_bets_than_a_cache_holds_all_find_their_bet(
+    make_engine: Callable[..., object],
+) -> None:
+    # 400 open bets: the oldest are no longer cached. One batch resolving all of them
+    # fetches the uncached ones; that must not push the cached ones out from under it.
+    engine = await make_engine()  # type: ignore[misc]
+    await placed(engine, bets=400, funds=10_000)
+    won = await engine.submit([cmd("win", key=f"w{i}", amount=1, reference=f"b{i}") for i in range(400)])
+    assert [i for i, r in enumerate(won) if r.code is not OK] == []
+    assert won[-1].balance == 10_000 - 400 * 10 + 400
+
+
+async def test_a_settle_of_more_bets_than_a_cache_holds_pays_every_one(
+    make_engine: Callable[..., object], fresh_database_url: str
+) -> None:
+    engine = await make_engine()  # type: ignore[misc]
+    await placed(engine, bets=400, funds=10_000)
+    (result,) = await engine.submit([settle([(f"b{i}", 2) for i in range(400)])])
+    assert result.code is OK and not result.skipped, result
+    assert result.balance == 10_000 - 400 * 10 + 400 * 2
+    assert {state for state, _, _ in (await bets_of(fresh_database_url)).values()} == {"won"}
