@@ -1,9 +1,9 @@
 """The caller's side of the account shards: route, coalesce, retry.
 
 A call to a shard costs about as much as a whole durable transaction, so a router never
-makes one call per command. Commands bound for one shard wait while that shard already
-has ``max_in_flight`` requests out, and go together in the next one (up to
-``max_batch``). Idle, a command leaves at once; busy, many share a request.
+makes one call per command. Commands queued in one turn of the event loop leave together,
+one request per shard; commands bound for a shard that already has ``max_in_flight``
+requests out wait and go together in the next one (up to ``max_batch``).
 
 Requests travel over one TCP connection per shard (``actors.framing``), whose address the
 shard's Ray actor gives out; Ray restarts a dead shard and the router reconnects.
@@ -88,6 +88,8 @@ class ShardRouter:
         self.retries = 0
         self.reloads = 0  # routing maps adopted after a move
         self._tasks: set[asyncio.Future[None]] = set()  # keeps in-flight sends alive
+        self._touched: dict[int, _Lane] = {}  # lanes with commands queued this turn
+        self._pump_scheduled = False
 
     def shard_for(self, command: Command) -> int:
         """Index (among the lanes this router knows) of the shard a command goes to."""
@@ -115,9 +117,19 @@ class ShardRouter:
             lane.queue.append(_Item(command, future, deadline))
             touched[id(lane)] = lane
             futures.append(future)
+        # Sent at the end of this turn of the event loop, not now: concurrent callers (an
+        # adapter handling a frame of requests) then share one request per shard.
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            loop.call_soon(self._pump_touched)
+        self._touched.update(touched)
+        return list(await asyncio.gather(*futures))
+
+    def _pump_touched(self) -> None:
+        self._pump_scheduled = False
+        touched, self._touched = self._touched, {}
         for lane in touched.values():
             self._pump(lane)
-        return list(await asyncio.gather(*futures))
 
     def close(self) -> None:
         for lane in self._lanes:

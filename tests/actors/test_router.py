@@ -15,6 +15,7 @@ class _FakeShard:
 
     def __init__(self) -> None:
         self.connections = 0
+        self.frames: list[int] = []  # commands per request received
         self.server: asyncio.AbstractServer | None = None
         self.ready = self
 
@@ -37,6 +38,7 @@ class _FakeShard:
                 request_id, wires = await read_frame(reader)
             except asyncio.IncompleteReadError:
                 return
+            self.frames.append(len(wires))
             await asyncio.sleep(0.01)
             answers = [Result(ResultCode.OK, 1, "EUR", tx_id=1).to_wire() for _ in wires]
             writer.write(encode_frame([request_id, answers]))
@@ -57,6 +59,23 @@ async def test_concurrent_senders_share_one_connection_attempt() -> None:
         assert [r.code for r in results] == [ResultCode.OK] * 4
         assert shard.connections == 1
         assert router.retries == 0
+    finally:
+        router.close()
+        assert shard.server is not None
+        shard.server.close()
+
+
+async def test_callers_of_one_event_loop_turn_share_one_request() -> None:
+    shard = _FakeShard()
+    await shard.start()
+    router = ShardRouter([shard], 16, max_in_flight=4, retry_for_s=0.5)
+    try:
+        await router.execute(_bet(0))  # connected
+        # Twenty callers, each with one command, all in one turn (as an adapter handling
+        # a frame of requests is): one request, though three more were allowed in flight.
+        results = await asyncio.gather(*(router.execute(_bet(n)) for n in range(1, 21)))
+        assert [r.code for r in results] == [ResultCode.OK] * 20
+        assert shard.frames == [1, 20]
     finally:
         router.close()
         assert shard.server is not None
