@@ -16,7 +16,8 @@ Used by :func:`sims.system_model.simulate_system` when any of these is on:
   back, before the callback record is queued, instead of before the shard call.
 
 Serve batches here follow ``serve.batch``: a batch opens with its first request and leaves
-``serve_batch_wait_ms`` later or when full. Everything else is as in
+``serve_batch_wait_ms`` later or when full (the path as validated; the deployed replica now
+coalesces per event-loop turn over a socket, see :mod:`sims.system_model`). Everything else is as in
 :mod:`sims.system_model`. Deterministic: all random draws are made by the caller.
 """
 

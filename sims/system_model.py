@@ -23,6 +23,13 @@ The path of a wallet request (DESIGN.md, Actors; serve/wallet.py, actors/provide
 6. The adapter answers a whole Serve batch when its last request is recorded
    (``asyncio.gather``); that answer is the request's latency.
 
+Step 2 is modelled as it was measured and validated (2026-11-22, BENCHMARKS.md):
+``serve.batch`` and a Ray call. Since 2026-12-06 a replica sends its requests over the
+adapter's own socket instead, one frame per turn of its event loop
+(``actors.provider_adapter.AdapterLink``): in this model's terms a wait window of about
+zero and an ``actor_call`` of one socket round trip (~0.3 ms, not ~1.4 ms). The service
+times in ``sims/data`` and the validations have not been redone for that path yet.
+
 Settlement (``workload.settlement``, default on): at each round's end every table's
 scheduler computes its winners one by one (``settlement_ms_per_ticket``) and sends the
 credits, coalesced per ``call_coalesce_ms`` window, to the shards (steps 3-4, ``actor_call``
