@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 import warnings
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.errors import EmbeddedServerError
+from storage.ports import free_port, remembered_port
 
 __all__ = ["EmbeddedPostgres"]
 
@@ -35,11 +35,6 @@ def _pgserver() -> Any:
 
     return postgres_server
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedPostgres:
@@ -62,7 +57,7 @@ class EmbeddedPostgres:
     @property
     def port(self) -> int:
         if self._port is None:
-            self._port = self._remembered_port() or _free_port()
+            self._port = remembered_port(self._state_file) or free_port()
         return self._port
 
     @property
@@ -122,11 +117,6 @@ class EmbeddedPostgres:
         self.stop()
 
     # -- internals --------------------------------------------------------------------
-
-    def _remembered_port(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            return int(json.loads(self._state_file.read_text())["port"])
-        return None
 
     def _prepare(self) -> None:
         pgs = _pgserver()

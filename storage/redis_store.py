@@ -36,7 +36,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -52,6 +51,7 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from storage.errors import EmbeddedServerError, RedisUnavailableError
+from storage.ports import free_port, remembered_port
 
 __all__ = [
     "REDIS_ERRORS",
@@ -78,11 +78,6 @@ _STOP_TIMEOUT_S = 10.0
 # A port we picked may be taken between picking and binding; try a few others.
 _PORT_ATTEMPTS = 3
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _redis_server_binary() -> Path:
@@ -131,7 +126,7 @@ class EmbeddedRedis:
     @property
     def port(self) -> int:
         if self._port is None:
-            self._port = self._remembered_port() or _free_port()
+            self._port = remembered_port(self._state_file) or free_port(_HOST)
         return self._port
 
     @property
@@ -201,11 +196,6 @@ class EmbeddedRedis:
 
     # -- internals --------------------------------------------------------------------
 
-    def _remembered_port(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            return int(json.loads(self._state_file.read_text())["port"])
-        return None
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         with self._lock_file.open("a") as handle:
@@ -255,7 +245,7 @@ class EmbeddedRedis:
         binary = _redis_server_binary()
         for attempt in range(_PORT_ATTEMPTS):
             if attempt and not self._fixed_port:
-                self._port = _free_port()
+                self._port = free_port(_HOST)
             if self._spawn(binary):
                 return
             if self._fixed_port:
