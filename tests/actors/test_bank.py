@@ -91,13 +91,18 @@ def _workload(rng: random.Random) -> list[Command]:
     return commands
 
 
-async def _faults(shards: list[object], server: EmbeddedPostgres, rng: random.Random, done: asyncio.Event) -> dict[str, int]:
+async def _faults(
+    shards: list[object], server: EmbeddedPostgres, rng: random.Random, progress: asyncio.Condition,
+    answered: list[int], total: int,
+) -> dict[str, int]:
+    # Faults follow the workload's progress, not the clock: on a fast day the commands
+    # would otherwise be done before the last fault and the run would test less.
     injected = {"shard_kills": 0, "postgres_stops": 0}
-    await asyncio.sleep(1.0)
-    plan = ["kill", "kill", "postgres", "kill"]
-    for fault in plan:
-        if done.is_set():
-            break
+    plan = [(0.10, "kill"), (0.30, "kill"), (0.50, "postgres"), (0.75, "kill")]
+    for share, fault in plan:
+        due = share * total
+        async with progress:
+            await progress.wait_for(lambda: answered[0] >= due)  # noqa: B023 (awaited here, in this iteration)
         if fault == "kill":
             ray.kill(rng.choice(shards), no_restart=False)
             injected["shard_kills"] += 1
@@ -106,7 +111,6 @@ async def _faults(shards: list[object], server: EmbeddedPostgres, rng: random.Ra
             injected["postgres_stops"] += 1
             await asyncio.sleep(1.5)
             await asyncio.to_thread(server.start)
-        await asyncio.sleep(rng.uniform(0.8, 1.6))
     return injected
 
 
@@ -166,7 +170,8 @@ async def _run(handles: list[object], partitions: int, server: EmbeddedPostgres,
     commands = funding + _workload(rng)
     results: list[Result | None] = [None] * len(commands)
     queue = iter(range(len(commands)))
-    done = asyncio.Event()
+    answered = [0]
+    progress = asyncio.Condition()
 
     transient: list[str] = []
 
@@ -179,9 +184,12 @@ async def _run(handles: list[object], partitions: int, server: EmbeddedPostgres,
                 transient.append(result.message)
                 await asyncio.sleep(0.2)
             results[index] = result
+            answered[0] += 1
+            async with progress:
+                progress.notify_all()
 
     started = time.monotonic()
-    faults = asyncio.ensure_future(_faults(handles, server, rng, done))
+    faults = asyncio.ensure_future(_faults(handles, server, rng, progress, answered, len(commands)))
     try:
         await asyncio.wait_for(asyncio.gather(*(client() for _ in range(CONCURRENCY))), timeout=240)
     except TimeoutError:
@@ -190,8 +198,7 @@ async def _run(handles: list[object], partitions: int, server: EmbeddedPostgres,
             f"clients stuck: {sum(r is None for r in results)} unanswered; shards {stats}; "
             f"last transient answers {transient[-5:]}"
         )
-    done.set()
-    injected = await faults
+    injected = await asyncio.wait_for(faults, timeout=30)
     elapsed = time.monotonic() - started
 
     acked = [(c, r) for c, r in zip(commands, results, strict=True) if r is not None]
