@@ -24,7 +24,8 @@ bumps their fencing epochs. Callers meanwhile get "not owned here" (UNAVAILABLE)
 retryable answer, and resend under the same keys to wherever the routing map points.
 
 This module is plain asyncio, so it is tested without Ray; ``actors.shard`` wraps it in a
-Ray actor.
+Ray actor. What one batch decides, and how its rows advance after COMMIT, is
+``actors.batch_plan``: this module owns the loop, the database and the order of batches.
 """
 
 from __future__ import annotations
@@ -33,49 +34,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from actors.batch_plan import (
+    NO_BET,
+    BatchPlan,
+    Pending,
+    VirtualAccount,
+    answer,
+    bet_key_of,
+    cache_entry,
+    remember,
+)
 from actors.errors import RebalanceError
 from core.ledger import house_account_for, house_player_id
 from core.partitioning import partition_of
-from core.wallet import (
-    AccountStatus,
-    AccountView,
-    BetState,
-    BetView,
-    Command,
-    CommandKind,
-    Result,
-    ResultCode,
-    decide,
-    decide_settlement,
-)
+from core.wallet import Command, CommandKind, Result, ResultCode
 from storage.errors import JournalRejectedError, StaleWriterError, StorageError
-from storage.journal import (
-    AccountRow,
-    BetDraft,
-    CommitReceipt,
-    Conflicts,
-    Journal,
-    JournalBatch,
-    RecordDraft,
-    ResolutionDraft,
-    ShardLayout,
-    TxDraft,
-)
+from storage.journal import AccountRow, CommitReceipt, Conflicts, Journal, ShardLayout
 
 __all__ = ["EngineSettings", "ShardEngine"]
 
 log = logging.getLogger("rgs.shard")
-
-_CACHE_PER_ACCOUNT = 256  # recent idempotency records / bets kept per active account
-_NO_BET = ("", 0)  # cached knowledge that the database holds no bet under a key
-_STATES: dict[str, BetState] = {s.value: s for s in BetState}  # faster than BetState(value)
-_WON = (BetState.WON.value, 0)  # cached state of a bet won by a settle (amount unused once resolved)
-_TOMBSTONE = (BetState.TOMBSTONE.value, 0)
 
 
 @dataclass(frozen=True)
@@ -95,84 +78,12 @@ class EngineSettings:
 
 
 @dataclass(slots=True)
-class _Pending:
-    command: Command
-    future: asyncio.Future[Result]
-
-
-@dataclass(slots=True)
 class _Flight:
     """A batch whose write has been sent (``task`` None: nothing to write)."""
 
-    batch: list[tuple[_Account, _Pending]]
-    plan: _Plan
+    batch: list[tuple[VirtualAccount, Pending]]
+    plan: BatchPlan
     task: asyncio.Future[CommitReceipt | Conflicts] | None
-
-
-@dataclass(slots=True, eq=False)
-class _Account:
-    """One virtual account actor: its mailbox and what it remembers between commands."""
-
-    key: tuple[str, str]
-    partition: int
-    mailbox: deque[_Pending] = field(default_factory=deque)
-    row: AccountRow | None = None
-    loaded: bool = False  # row is None and loaded: the account does not exist (yet)
-    records: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # see _cache_entry
-    bets: OrderedDict[str, tuple[str, int]] = field(default_factory=OrderedDict)
-    last_used: float = 0.0
-    in_flight: int = 0
-
-    def forget(self) -> None:
-        self.row, self.loaded = None, False
-        self.records.clear()
-        self.bets.clear()
-
-
-def _bet_key(command: Command) -> str | None:
-    """The bet a command opens or resolves (None for transfers and reads)."""
-    if command.kind is CommandKind.BET:
-        return command.idempotency_key
-    if command.kind in (CommandKind.WIN, CommandKind.ROLLBACK):
-        return command.reference
-    return None  # a settle names many bets: see _Plan._settle
-
-
-_HASH = "\x00request_hash"  # where a cached record keeps its request hash (no response field is named so)
-
-
-def _cache_entry(request_hash: bytes, response: dict[str, Any]) -> dict[str, Any]:
-    """A stored record as an account's cache keeps it: one dict of atomic values, the
-    request hash included and skipped keys as a tuple.
-
-    CPython never tracks such a dict for garbage collection, while a ``(hash, response)``
-    tuple stays tracked for good (a tuple holding a dict is never untracked). With 256
-    records cached per active account those tuples were most of a warm shard's tracked
-    objects: full collections of 0.5-1 s in the middle of a round's settlement (measured,
-    5,000 accounts).
-    """
-    entry = dict(response)
-    skipped = entry.get("skipped")
-    if skipped is not None:
-        entry["skipped"] = tuple(skipped)
-    entry[_HASH] = request_hash
-    return entry
-
-
-def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > _CACHE_PER_ACCOUNT:
-        cache.popitem(last=False)
-
-
-def _remember_all(cache: OrderedDict[str, Any], items: dict[str, Any]) -> None:
-    """Many bets at once (a settle hands over thousands), in one C-level update: new keys
-    go to the recent end, known ones are updated in place. Not moving a resolved bet to
-    the recent end is deliberate: it will hardly be asked about again, open bets will."""
-    cache.update(items)
-    while len(cache) > _CACHE_PER_ACCOUNT:
-        cache.popitem(last=False)
 
 
 class ShardEngine:
@@ -180,15 +91,15 @@ class ShardEngine:
         self._journal = journal
         self.settings = settings
         self._epochs: dict[int, int] = {}
-        self._accounts: dict[tuple[str, str], _Account] = {}
+        self._accounts: dict[tuple[str, str], VirtualAccount] = {}
         self._house: dict[tuple[str, str], AccountRow] = {}
-        self._runnable: OrderedDict[tuple[str, str], _Account] = OrderedDict()
+        self._runnable: OrderedDict[tuple[str, str], VirtualAccount] = OrderedDict()
         self._queued = 0
         self._queued_peak = 0  # most queued at once since the last metrics_snapshot()
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         # accounts with commands in flight and more waiting, set aside by _take
-        self._held: dict[tuple[str, str], _Account] = {}
+        self._held: dict[tuple[str, str], VirtualAccount] = {}
         self._fenced: str | None = None
         self._stopping = False
         # Ownership changes and layout reads: their own connection, one at a time, so the
@@ -232,7 +143,7 @@ class ShardEngine:
                 await self._flusher
         for account in self._accounts.values():
             while account.mailbox:
-                self._answer(account.mailbox.popleft(), Result(ResultCode.UNAVAILABLE, message="shard stopped"))
+                answer(account.mailbox.popleft(), Result(ResultCode.UNAVAILABLE, message="shard stopped"))
         await self._journal.close()
         if self._control is not None:
             await self._control.close()
@@ -349,13 +260,13 @@ class ShardEngine:
             account = self._accounts.get(command.account_key)
             if account is None:
                 partition = partition_of(command.operator_id, command.player_id, self.settings.partitions)
-                account = _Account(command.account_key, partition)
+                account = VirtualAccount(command.account_key, partition)
                 self._accounts[command.account_key] = account
             if len(account.mailbox) >= self.settings.mailbox_capacity:
                 self.stats["busy_rejections"] += 1
                 future.set_result(Result(ResultCode.BUSY, message="account mailbox full, retry"))
                 continue
-            account.mailbox.append(_Pending(command, future))
+            account.mailbox.append(Pending(command, future))
             account.last_used = now
             self._queued += 1
             if self._queued > self._queued_peak:
@@ -393,7 +304,7 @@ class ShardEngine:
     #   bet it resolves cached, every house account known (or being created in flight);
     # * house accounts are shared, but no decision reads a house balance: the plan notes
     #   the balance it started from and is rebased onto the committed one before it is
-    #   written (_Plan.rebase), after the batch in flight has landed.
+    #   written (BatchPlan.rebase), after the batch in flight has landed.
     #
     # If the batch in flight fails or had to be decided again (conflicts), the batch
     # evaluated ahead is thrown away and evaluated again. Nothing is answered before its
@@ -407,14 +318,14 @@ class ShardEngine:
                 await self._drain()
             self._passivate()
 
-    def _next_batch(self) -> list[tuple[_Account, _Pending]]:
+    def _next_batch(self) -> list[tuple[VirtualAccount, Pending]]:
         return self._take(self.settings.group_commit_max, self.settings.group_commit_max_bets)
 
     async def _drain(self) -> None:
         """Write batches until nothing is runnable, one in flight while the next is evaluated."""
         flight: _Flight | None = None  # sent, not landed
-        batch: list[tuple[_Account, _Pending]] = []  # taken, not sent
-        landed: tuple[list[tuple[_Account, _Pending]], _Plan] | None = None  # committed, not answered
+        batch: list[tuple[VirtualAccount, Pending]] = []  # taken, not sent
+        landed: tuple[list[tuple[VirtualAccount, Pending]], BatchPlan] | None = None  # committed, not answered
         try:
             while True:
                 batch = self._next_batch() if self._runnable else []
@@ -446,9 +357,9 @@ class ShardEngine:
 
     def _abandon(
         self,
-        landed: tuple[list[tuple[_Account, _Pending]], _Plan] | None,
+        landed: tuple[list[tuple[VirtualAccount, Pending]], BatchPlan] | None,
         flight: _Flight | None,
-        batch: list[tuple[_Account, _Pending]],
+        batch: list[tuple[VirtualAccount, Pending]],
         message: str,
     ) -> None:
         """Stop mid-pipeline: answer what committed, fail what may not have."""
@@ -465,10 +376,10 @@ class ShardEngine:
         if batch:
             self._fail(batch, ResultCode.UNAVAILABLE, message)
 
-    def _take(self, limit: int, weight_limit: int) -> list[tuple[_Account, _Pending]]:
+    def _take(self, limit: int, weight_limit: int) -> list[tuple[VirtualAccount, Pending]]:
         """Up to ``limit`` commands weighing up to ``weight_limit`` (at least one command),
         from accounts with nothing in flight."""
-        taken: list[tuple[_Account, _Pending]] = []
+        taken: list[tuple[VirtualAccount, Pending]] = []
         weight = 0
         while self._runnable and len(taken) < limit and weight < weight_limit:
             key, account = next(iter(self._runnable.items()))
@@ -498,33 +409,28 @@ class ShardEngine:
                 self._runnable[account.key] = account
                 self._runnable.move_to_end(account.key, last=False)
 
-    def _fail(self, batch: list[tuple[_Account, _Pending]], code: ResultCode, message: str) -> None:
+    def _fail(self, batch: list[tuple[VirtualAccount, Pending]], code: ResultCode, message: str) -> None:
         for account, pending in batch:
             account.in_flight -= 1
             account.forget()
-            self._answer(pending, Result(code, message=message))
+            answer(pending, Result(code, message=message))
         self._house.clear()
         self.stats["failed_batches"] += 1
 
-    @staticmethod
-    def _answer(pending: _Pending, result: Result) -> None:
-        if not pending.future.done():
-            pending.future.set_result(result)
-
     def _evaluate(
         self,
-        batch: list[tuple[_Account, _Pending]],
+        batch: list[tuple[VirtualAccount, Pending]],
         fetched: dict[tuple[int, str], tuple[str, int]],
         borrowed: dict[tuple[str, str], AccountRow] | None = None,
-    ) -> _Plan:
+    ) -> BatchPlan:
         began = time.perf_counter()
-        plan = _Plan(self, fetched, borrowed or {})
+        plan = BatchPlan(self._house, self._accounts, fetched, borrowed or {})
         for account, pending in batch:
             plan.evaluate(account, pending)
         self.stats["evaluate_seconds"] += time.perf_counter() - began
         return plan
 
-    def _speculate(self, batch: list[tuple[_Account, _Pending]], flight: _Flight) -> _Plan | None:
+    def _speculate(self, batch: list[tuple[VirtualAccount, Pending]], flight: _Flight) -> BatchPlan | None:
         """Evaluate ``batch`` while ``flight`` is written, if it needs nothing from the database."""
         began = time.perf_counter()
         unloaded, houses, bet_keys = self._missing(batch, flight.plan.created)
@@ -533,7 +439,7 @@ class ShardEngine:
             return None
         return self._evaluate(batch, {}, flight.plan.created)
 
-    async def _launch(self, batch: list[tuple[_Account, _Pending]], plan: _Plan | None) -> _Flight | None:
+    async def _launch(self, batch: list[tuple[VirtualAccount, Pending]], plan: BatchPlan | None) -> _Flight | None:
         """Start writing ``batch`` (evaluating it first if needed); None if it failed at once."""
         try:
             if self._fenced is not None:
@@ -562,7 +468,7 @@ class ShardEngine:
             self._fail(batch, ResultCode.UNAVAILABLE, f"storage unavailable, retry: {exc}")
         return None
 
-    async def _land(self, flight: _Flight) -> tuple[_Plan, bool] | None:
+    async def _land(self, flight: _Flight) -> tuple[BatchPlan, bool] | None:
         """Wait for ``flight``'s write (deciding it again after conflicts) and make it the
         committed state of its rows. Returns the plan written and whether it is the plan
         first sent; None if the batch failed (it has been answered)."""
@@ -596,7 +502,7 @@ class ShardEngine:
         self.stats["apply_seconds"] += time.perf_counter() - applied
         return plan, clean
 
-    def _finish(self, batch: list[tuple[_Account, _Pending]], plan: _Plan) -> None:
+    def _finish(self, batch: list[tuple[VirtualAccount, Pending]], plan: BatchPlan) -> None:
         """The batch is committed and its rows advanced: answer, remember, let its accounts go."""
         applied = time.perf_counter()
         plan.answer()
@@ -612,8 +518,8 @@ class ShardEngine:
         self._fenced = str(exc)
 
     def _missing(
-        self, batch: list[tuple[_Account, _Pending]], borrowed: dict[tuple[str, str], AccountRow]
-    ) -> tuple[dict[tuple[str, str], _Account], set[tuple[str, str]], set[tuple[int, str]]]:
+        self, batch: list[tuple[VirtualAccount, Pending]], borrowed: dict[tuple[str, str], AccountRow]
+    ) -> tuple[dict[tuple[str, str], VirtualAccount], set[tuple[str, str]], set[tuple[int, str]]]:
         """What evaluating ``batch`` needs from the database: accounts to activate, house
         accounts, and bets it resolves that are not cached (every bet a settle lists)."""
         unloaded = {account.key: account for account, _ in batch if not account.loaded}
@@ -630,7 +536,7 @@ class ShardEngine:
             if row is None or row.account_id is None:
                 continue
             if command.kind in (CommandKind.WIN, CommandKind.ROLLBACK):
-                bet_key = _bet_key(command)
+                bet_key = bet_key_of(command)
                 if bet_key is not None and bet_key not in account.bets:
                     bet_keys.add((row.account_id, bet_key))
             elif command.kind is CommandKind.SETTLE:
@@ -638,7 +544,7 @@ class ShardEngine:
                 bet_keys.update((account_id, key) for key, _ in command.payouts if key not in cached)
         return unloaded, houses, bet_keys
 
-    async def _load(self, batch: list[tuple[_Account, _Pending]]) -> dict[tuple[int, str], tuple[str, int]]:
+    async def _load(self, batch: list[tuple[VirtualAccount, Pending]]) -> dict[tuple[int, str], tuple[str, int]]:
         """Activate accounts and fetch what _missing lists, one query per kind. Returns the
         bets fetched, which the plan reads: the per-account caches are bounded, and a
         settle may name more bets than they hold.
@@ -661,7 +567,7 @@ class ShardEngine:
 
     async def _learn(
         self,
-        batch: list[tuple[_Account, _Pending]],
+        batch: list[tuple[VirtualAccount, Pending]],
         keys: Conflicts,
         fetched: dict[tuple[int, str], tuple[str, int]],
     ) -> None:
@@ -669,15 +575,15 @@ class ShardEngine:
         for (account_id, key), (request_hash, response) in (
             await self._journal.load_records(sorted(keys.records))
         ).items():
-            _remember(by_id[account_id].records, key, _cache_entry(request_hash, response))
+            remember(by_id[account_id].records, key, cache_entry(request_hash, response))
         found = await self._journal.load_bets(list(keys.bets))
         # Into the plan's ``fetched`` only, absence included. Not into the accounts' bounded
         # caches: a fetched bet going in there could evict one that ``_missing`` left out
         # because it was cached, and the plan would then find neither (a win for an open
         # bet answered "no such bet"). The bets the batch resolves are cached once it
-        # commits (``_Plan.answer``).
+        # commits (``BatchPlan.answer``).
         for pair in keys.bets:
-            fetched[pair] = found.get(pair, _NO_BET)
+            fetched[pair] = found.get(pair, NO_BET)
 
     def _passivate(self) -> None:
         now = time.monotonic()
@@ -693,256 +599,3 @@ class ShardEngine:
             del self._accounts[account.key]
             over -= 1
             self.stats["passivated"] += 1
-
-
-class _Plan:
-    """One batch being evaluated: tentative state on top of the committed state."""
-
-    def __init__(
-        self,
-        engine: ShardEngine,
-        fetched: dict[tuple[int, str], tuple[str, int]],
-        borrowed: dict[tuple[str, str], AccountRow],
-    ) -> None:
-        self.engine = engine
-        self.fetched = fetched  # bets loaded for this batch, by (account_id, key)
-        self.borrowed = borrowed  # house accounts being created by the batch in flight
-        self.journal = JournalBatch()
-        self.balance: dict[int, int] = {}  # id(row) -> tentative withdrawable
-        self.base: dict[int, int] = {}  # id(row) -> committed withdrawable the plan started from
-        self.status: dict[int, str] = {}
-        self.records: dict[tuple[int, str], tuple[bytes, dict[str, Any]]] = {}
-        self.bets: dict[int, dict[str, tuple[str, int]]] = {}  # id(row) -> bet key -> (state, amount)
-        self.created: dict[tuple[str, str], AccountRow] = {}
-        self.owner_of: dict[int, _Account] = {}  # id(row) -> the virtual account holding it
-        # (pending, result, response dict whose tx_id the writer fills, or None)
-        self.answers: list[tuple[_Account, _Pending, Result, dict[str, Any] | None]] = []
-
-    def _row(self, account: _Account) -> AccountRow | None:
-        return self.created.get(account.key) or account.row
-
-    def _balance(self, row: AccountRow) -> int:
-        return self.balance.get(id(row), row.withdrawable)
-
-    def _view(self, row: AccountRow | None) -> AccountView | None:
-        if row is None:
-            return None
-        status = AccountStatus(self.status.get(id(row), row.status))
-        return AccountView(row.currency, status, self._balance(row))
-
-    def _touch(self, row: AccountRow, balance: int, status: str | None = None) -> None:
-        self.base.setdefault(id(row), row.withdrawable)
-        self.balance[id(row)] = balance
-        if status is not None:
-            self.status[id(row)] = status
-        self.journal.balances[id(row)] = (row, balance, row.bonus, self.status.get(id(row), row.status))
-        self.journal.partitions.add(row.partition_id)
-
-    def _house(self, command: Command, row: AccountRow) -> AccountRow:
-        house_id = house_player_id(house_account_for(command.kind), row.currency, row.partition_id)
-        key = (command.operator_id, house_id)
-        house = self.engine._house.get(key) or self.created.get(key) or self.borrowed.get(key)
-        if house is None:
-            house = AccountRow("system", command.operator_id, house_id, row.currency, row.partition_id)
-            self.created[key] = house
-            self.journal.new_accounts.append(house)
-        return house
-
-    def evaluate(self, account: _Account, pending: _Pending) -> None:
-        command = pending.command
-        row = self._row(account)
-        if command.kind is CommandKind.OPEN and row is None:
-            row = AccountRow("player", command.operator_id, command.player_id, command.currency, account.partition)
-            self.created[account.key] = row
-            self.journal.new_accounts.append(row)
-            self.journal.partitions.add(account.partition)
-        if row is not None:
-            self.owner_of[id(row)] = account
-        if not command.kind.keyed or row is None:
-            decision = decide(command, self._view(row), None)
-            if decision.status is not None and row is not None:
-                self._touch(row, self._balance(row), decision.status.value)
-            self.answers.append((account, pending, decision.result, None))
-            return
-        record_key = (id(row), command.idempotency_key)
-        stored = self.records.get(record_key)
-        if stored is None and (entry := account.records.get(command.idempotency_key)) is not None:
-            stored = (entry[_HASH], entry)
-        if stored is not None:
-            request_hash, response = stored
-            if request_hash == command.request_hash():
-                self.answers.append((account, pending, Result.from_record(response), response))
-            else:
-                view = self._view(row)
-                assert view is not None
-                result = Result(
-                    ResultCode.DUPLICATE_MISMATCH,
-                    view.balance,
-                    view.currency,
-                    message="this idempotency key was used for a different request",
-                )
-                self.answers.append((account, pending, result, None))
-            return
-        if command.kind is CommandKind.SETTLE:
-            result, tx_index = self._settle(account, command, row)
-        else:
-            result, tx_index = self._resolve(account, command, row)
-        response = result.to_record()
-        self.records[record_key] = (command.request_hash(), response)
-        self.journal.records.append(
-            RecordDraft(row, command.idempotency_key, command.kind.value, command.request_hash(), response, tx_index)
-        )
-        self.journal.partitions.add(row.partition_id)
-        self.answers.append((account, pending, result, response))
-
-    def _bet(self, account: _Account, row: AccountRow, key: str) -> tuple[str, int] | None:
-        """A bet's state as of this point of the batch, None if there is no such bet."""
-        value = self.bets.get(id(row), {}).get(key) or account.bets.get(key)
-        if value is None and row.account_id is not None:
-            value = self.fetched.get((row.account_id, key))
-        return None if value is None or value == _NO_BET else value
-
-    def _post(self, command: Command, row: AccountRow, delta: int, reference: str | None) -> int:
-        """Journal one ledger transaction: ``delta`` to the player, its mirror to the house."""
-        house = self._house(command, row)
-        balance = self._balance(row) + delta
-        house_balance = self._balance(house) - delta
-        self._touch(row, balance)
-        self._touch(house, house_balance)
-        self.journal.transactions.append(
-            TxDraft(
-                command.kind.value,
-                row,
-                command.idempotency_key,
-                reference,
-                command.round_ref,
-                command.game_ref,
-                row.partition_id,
-                [(row, "withdrawable", delta, balance), (house, "withdrawable", -delta, house_balance)],
-            )
-        )
-        return len(self.journal.transactions) - 1
-
-    def _resolve(self, account: _Account, command: Command, row: AccountRow) -> tuple[Result, int | None]:
-        """A command about at most one bet: a bet, a win, a rollback, a transfer."""
-        bet_key = _bet_key(command)
-        bet_state = None if bet_key is None else self._bet(account, row, bet_key)
-        bet = None if bet_state is None else BetView(BetState(bet_state[0]), bet_state[1])
-        decision = decide(command, self._view(row), bet)
-        tx_index = self._post(command, row, decision.delta, command.reference) if decision.moves_money else None
-        if decision.bet_state is not None and bet_key is not None:
-            state = decision.bet_state.value
-            payout = command.amount if decision.bet_state is BetState.WON else None
-            resolution_key = None if command.kind is CommandKind.BET else command.idempotency_key
-            self.bets.setdefault(id(row), {})[bet_key] = (state, decision.bet_amount)
-            born = self.journal.bets.get((id(row), bet_key))
-            if bet is None:  # a bet, or the tombstone of a rollback that came first
-                self.journal.bets[(id(row), bet_key)] = BetDraft(
-                    row, bet_key, state, decision.bet_amount, command.round_ref, command.game_ref, resolution_key
-                )
-            elif born is not None:  # opened earlier in this batch: insert it resolved
-                born.state, born.resolution_key, born.payout = state, resolution_key, payout
-            else:
-                assert resolution_key is not None
-                self.journal.resolutions.append(ResolutionDraft(row, state, resolution_key, [bet_key], [payout]))
-        return decision.result, tx_index
-
-    def _settle(self, account: _Account, command: Command, row: AccountRow) -> tuple[Result, int | None]:
-        """Close the listed bets of one account: one transaction for the total paid.
-
-        This runs once per command but loops over every ticket (100,000 for a round), so
-        the lookups of :meth:`_bet` are inlined and nothing is allocated per bet that
-        outlives the batch: the won bets' cache entries share one tuple (a resolved bet's
-        amount is never read again), which keeps the collector's long-lived generation,
-        and its full collections, from growing by a round's tickets.
-        """
-        row_id = id(row)
-        tentative = self.bets.setdefault(row_id, {})
-        cached = account.bets
-        fetched = self.fetched
-        account_id = row.account_id
-        states: dict[str, BetState | None] = {}
-        for key, _ in command.payouts:
-            value = tentative.get(key) or cached.get(key)
-            if value is None and account_id is not None:
-                value = fetched.get((account_id, key))
-            states[key] = None if value is None else _STATES.get(value[0])  # _NO_BET's "" -> None
-        decision = decide_settlement(command, self._view(row), states)
-        tx_index = self._post(command, row, decision.credit, None) if decision.moves_money else None
-        settle_key = command.idempotency_key
-        won = decision.won
-        if won:
-            tentative.update(dict.fromkeys([key for key, _ in won], _WON))
-            born_bets = self.journal.bets
-            if born_bets and any((row_id, key) in born_bets for key, _ in won):
-                rest = []
-                for key, payout in won:
-                    draft = born_bets.get((row_id, key))
-                    if draft is None:
-                        rest.append((key, payout))
-                    else:  # opened earlier in this batch: insert it settled instead
-                        draft.state, draft.resolution_key, draft.payout = "won", settle_key, payout
-                won = tuple(rest)
-            if won:
-                self.journal.resolutions.append(
-                    ResolutionDraft(row, "won", settle_key, [k for k, _ in won], [p for _, p in won])
-                )
-        for key in decision.tombstones:
-            tentative[key] = _TOMBSTONE
-            self.journal.bets[(row_id, key)] = BetDraft(
-                row, key, "tombstone", 0, command.round_ref, command.game_ref, settle_key
-            )
-        return decision.result, tx_index
-
-    def rebase(self) -> bool:
-        """Carry the plan onto the committed balances of now (see ShardEngine's pipelining).
-
-        House balances may have moved since the plan was evaluated (the batch in flight
-        then has landed); no decision read them, so their lines shift by the difference.
-        A player's balance cannot have moved (no account is in two batches at once); if it
-        did, say so (False) and the batch is evaluated again.
-        """
-        offsets: dict[int, int] = {}
-        for row_id, (row, balance, bonus, status) in self.journal.balances.items():
-            offset = row.withdrawable - self.base[row_id]
-            if offset:
-                if row.kind != "system":
-                    return False
-                offsets[row_id] = offset
-                self.balance[row_id] = balance + offset
-                self.journal.balances[row_id] = (row, balance + offset, bonus, status)
-        if offsets:
-            for draft in self.journal.transactions:
-                draft.lines = [
-                    (row, bucket, amount, after + offsets.get(id(row), 0)) for row, bucket, amount, after in draft.lines
-                ]
-        for row_id in offsets:
-            self.base[row_id] += offsets[row_id]
-        return True
-
-    def advance(self, receipt: CommitReceipt | None) -> None:
-        """The batch is committed: make its rows the new committed state (before the next
-        batch is prepared for writing, which reads their versions and hash chain heads)."""
-        heads = receipt.heads if receipt is not None else {}
-        for row, balance, _bonus, status in self.journal.balances.values():
-            row.withdrawable, row.status = balance, status
-        for row in [*self.created.values(), *(r for r, *_ in self.journal.balances.values())]:
-            if id(row) in heads:
-                row.account_id, row.version, row.last_hash = heads[id(row)]
-        for key, row in self.created.items():
-            if row.kind == "system":
-                self.engine._house[key] = row
-            elif key in self.engine._accounts:
-                self.engine._accounts[key].row = row
-
-    def answer(self) -> None:
-        """Then answer, and remember the keys and bets (may overlap the next write)."""
-        for account, pending, result, response in self.answers:
-            if response is not None:
-                command = pending.command
-                _remember(account.records, command.idempotency_key, _cache_entry(command.request_hash(), response))
-                result = Result.from_record(response, replayed=result.replayed)
-            ShardEngine._answer(pending, result)
-        for row_id, bets in self.bets.items():
-            if bets:
-                _remember_all(self.owner_of[row_id].bets, bets)
