@@ -36,6 +36,7 @@ from core.wallet import (
     decide,
 )
 from storage.ledger_check import verify_ledger
+from tests.helpers import kill_and_wait_for_restart
 
 SEED = 20261122
 PARTITIONS = 16
@@ -377,18 +378,7 @@ def test_a_restarted_shard_claims_its_current_share(
     try:
         report = asyncio.run(rebalance(config, fresh_database_url, 3, prefix=prefix))
         assert report.ownership[f"{prefix}0"] == [0, 3]  # created owning [0, 2, 4]
-        first = ray.get(shards.handles[0].ready.remote())
-        ray.kill(shards.handles[0], no_restart=False)
-        deadline = time.monotonic() + 60
-        while True:  # ray.kill returns before the process is gone
-            try:
-                again = ray.get(shards.handles[0].ready.remote(), timeout=30)
-                if again["pid"] != first["pid"]:
-                    break
-            except ray.exceptions.RayActorError:
-                pass
-            assert time.monotonic() < deadline, "the shard did not come back"
-            time.sleep(0.2)
+        first, again = kill_and_wait_for_restart(shards.handles[0])
         assert sorted(int(p) for p in again["epochs"]) == [0, 3]
         assert all(again["epochs"][p] > first["epochs"][p] for p in first["epochs"])
         # Nobody else was fenced: the shard that took partition 2 still serves it.

@@ -13,7 +13,7 @@ from actors.router import ShardRouter
 from actors.shard import NAMESPACE, shard_handles, start_shards
 from core.config import load_config
 from core.wallet import Command, Result, ResultCode
-from tests.helpers import cmd
+from tests.helpers import cmd, kill_and_wait_for_restart
 
 
 def test_shards_are_named_restartable_and_coalesced(ray_session: None, fresh_database_url: str) -> None:
@@ -38,17 +38,7 @@ def test_shards_are_named_restartable_and_coalesced(ray_session: None, fresh_dat
         assert {r.code for r in results} == {ResultCode.OK}  # type: ignore[attr-defined]
         assert calls < len(results) / 5  # many commands per actor call
 
-        ray.kill(found.handles[0], no_restart=False)
-        deadline = time.monotonic() + 60
-        while True:  # ray.kill returns before the process is gone
-            try:
-                again = ray.get(found.handles[0].ready.remote(), timeout=30)
-                if again["pid"] != first["pid"]:
-                    break
-            except ray.exceptions.RayActorError:
-                pass
-            assert time.monotonic() < deadline, "the shard did not come back"
-            time.sleep(0.2)
+        _, again = kill_and_wait_for_restart(found.handles[0])
         assert again["epochs"] and first_epochs, (again, first_epochs)
         assert all(again["epochs"][p] > first_epochs[p] for p in first_epochs), (again, first_epochs)  # fenced the old one
         after = asyncio.run(ShardRouter(found.handles, 8).execute(cmd("balance", "p0")))
