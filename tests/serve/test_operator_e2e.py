@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -171,9 +171,19 @@ async def _spend_address(client: OperatorClient, xff: dict[str, str]) -> int:
         assert admitted <= 2 * IP_LIMIT_PER_MIN, "no 429 from one address far over its limit"
 
 
-async def _first_two(call: Any) -> tuple[Any, Any]:
-    status, answer, _ = await call
-    return status, answer
+async def _refused_when_spent(
+    client: OperatorClient, xff: dict[str, str], send: Callable[[int], Awaitable[tuple[Any, ...]]]
+) -> tuple[int, tuple[Any, ...]]:
+    """Spend the address, then ``send(attempt)``; again while a refilled token lets the
+    request through (one every 60 / IP_LIMIT_PER_MIN s: on a loaded machine that can pass
+    between the two). Returns the attempt refused (how many got through) and its reply."""
+    for attempt in range(5):
+        await _spend_address(client, xff)
+        reply = await send(attempt)
+        if reply[0] == 429:
+            return attempt, reply
+        assert reply[0] == 200, reply
+    raise AssertionError(f"five requests in a row got through a spent address: {reply}")
 
 
 async def _balance(client: OperatorClient, player: str) -> int:
@@ -670,42 +680,22 @@ async def test_one_client_ip_over_its_limit_gets_429_with_retry_after(stack: dic
         refill = (time.monotonic() - started) * IP_LIMIT_PER_MIN / 60
         assert IP_LIMIT_PER_MIN <= admitted <= IP_LIMIT_PER_MIN + refill + 1, (admitted, refill)
 
-        # The bucket refills one token every 60 / IP_LIMIT_PER_MIN s (50 ms), and on a
-        # loaded machine that can pass between spending it and the next request: each
-        # check below spends the address again first and, if a refilled token let its
-        # request through, tries once more (a credit under a new key, so a success is
-        # counted, not mistaken for the refused one).
+        # A refused POST moves no money and keeps its key. Credits a refilled token let
+        # through (under keys of their own) are counted into the balance.
         credit = {"player_id": player, "currency": "EUR", "amount": 500}
-        credited = 0
-        for attempt in range(5):
-            await _spend_address(away, xff)
-            key = f"ip-limited-credit-{attempt}"
-            status, answer, headers = await away.raw("POST", "/wallet/credit", credit, idempotency_key=key, headers=xff)
-            if status == 429:
-                break
-            assert status == 200, answer
-            credited += 500
-        assert status == 429, "five credits in a row got through a spent address"
+        attempt, (_, answer, headers) = await _refused_when_spent(away, xff, lambda n: away.raw(
+            "POST", "/wallet/credit", credit, idempotency_key=f"ip-limited-credit-{n}", headers=xff))
+        key, credited = f"ip-limited-credit-{attempt}", 500 * attempt
         _error_shaped(answer, "rate_limited")
         retry_after = int(headers["retry-after"])
         assert 1 <= retry_after <= 60
-
-        async def refused(headers: dict[str, str], call: Any) -> Any:
-            for _ in range(5):
-                await _spend_address(away, xff)
-                status, answer = await call(headers)
-                if status == 429:
-                    return answer
-                assert status in (200, 401), (status, answer)
-            raise AssertionError(f"five requests in a row got through a spent address: {status} {answer}")
-
-        answer = await refused(xff, lambda h: _first_two(away.raw("POST", "/oauth/token", {
+        _, (_, answer, _) = await _refused_when_spent(away, xff, lambda _: away.raw("POST", "/oauth/token", {
             "grant_type": "client_credentials", "client_id": op["client_id"], "client_secret": op["client_secret"]},
-            signed=False, headers=h)))
+            signed=False, headers=xff))
         assert answer["code"] == "rate_limited", answer
         # Addresses the client writes before the balancer's own do not make it someone else.
         spoofed = {"x-forwarded-for": f"192.0.2.77, {away_ip}"}
-        await refused(spoofed, lambda h: away.call("GET", "/operator/config", headers=h))
+        await _refused_when_spent(away, xff, lambda _: away.call("GET", "/operator/config", headers=spoofed))
         assert (await away.call("GET", "/operator/config", headers={"x-forwarded-for": f"{away_ip}, 192.0.2.78"}))[0] == 200
         assert await _balance(home, player) == 1000 + credited  # another address, the same operator: served
         await asyncio.sleep(retry_after)
