@@ -33,6 +33,7 @@ from core.wallet import (
 from storage.journal import (
     AccountRow,
     BetDraft,
+    CallbackDraft,
     CommitReceipt,
     JournalBatch,
     RecordDraft,
@@ -162,6 +163,7 @@ class BatchPlan:
         self.owner_of: dict[int, VirtualAccount] = {}  # id(row) -> the virtual account holding it
         # (pending, result, response dict whose tx_id the writer fills, or None)
         self.answers: list[tuple[VirtualAccount, Pending, Result, dict[str, Any] | None]] = []
+        self.audited: set[int] = set()  # id(pending) whose callback record the batch writes
 
     def _row(self, account: VirtualAccount) -> AccountRow | None:
         return self.created.get(account.key) or account.row
@@ -234,10 +236,17 @@ class BatchPlan:
             result, tx_index = self._resolve(account, command, row)
         response = result.to_record()
         self.records[record_key] = (command.request_hash(), response)
-        self.journal.records.append(
-            RecordDraft(row, command.idempotency_key, command.kind.value, command.request_hash(), response, tx_index)
-        )
+        record = RecordDraft(row, command.idempotency_key, command.kind.value, command.request_hash(), response, tx_index)
+        self.journal.records.append(record)
         self.journal.partitions.add(row.partition_id)
+        if (note := command.callback) is not None:
+            self.journal.callbacks.append(
+                CallbackDraft(
+                    record, note.provider_id, note.endpoint, note.request_id, command.reference,
+                    command.player_id, command.round_ref, note.body_sha256,
+                )
+            )
+            self.audited.add(id(pending))
         self.answers.append((account, pending, result, response))
 
     def _bet(self, account: VirtualAccount, row: AccountRow, key: str) -> tuple[str, int] | None:
@@ -386,7 +395,7 @@ class BatchPlan:
             if response is not None:
                 command = pending.command
                 remember(account.records, command.idempotency_key, cache_entry(command.request_hash(), response))
-                result = Result.from_record(response, replayed=result.replayed)
+                result = Result.from_record(response, replayed=result.replayed, audited=id(pending) in self.audited)
             answer(pending, result)
         for row_id, bets in self.bets.items():
             if bets:

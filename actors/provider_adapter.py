@@ -6,6 +6,12 @@ router (so concurrent callbacks share shard calls), records every callback for
 reconciliation before answering, and renders the dialect's exact response. The Serve
 deployment in front only moves bytes.
 
+A callback of one intent is recorded by the shard, in the transaction that journals its
+command (``core.wallet.CallbackNote``, migration 0012): one commit per request instead of
+two. The adapter writes the record itself for everything else: refusals before the wallet
+(signature, body, player), balance reads, calls of several intents, repeats answered from
+a shard's memory and calls whose outcome is unknown.
+
 Those bytes do not travel as Ray calls: a Ray actor call costs both sides about a
 millisecond of CPU in Ray's own threads, which on a small node was most of a wallet
 request's cost. The adapter listens on a socket of its own (``actors.framing``; its
@@ -17,6 +23,7 @@ still places, names and restarts the adapter; the link reconnects to the new one
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -38,6 +45,7 @@ from actors.shard import NAMESPACE, shard_handles, tune_interpreter
 from actors.wallet_flow import ResolvedPlayer, run_call
 from core.dialects.base import ParsedCall, PlayerRef, ProviderSettings, WireRequest, WireResponse
 from core.dialects.registry import dialect
+from core.wallet import CallbackNote
 from storage.callbacks import CallbackRecord, CallbackStore
 from storage.database import create_pool
 from storage.sessions import SessionInfo, SessionStore
@@ -180,6 +188,7 @@ class ProviderAdapter:
         self.timings["arrival_seconds"] += max(0.0, began - received_at)
         request = WireRequest(method, path, headers, body, received_at)
         parsed: ParsedCall | None = None
+        audited = False  # the shard wrote this callback's record with its command
         try:
             response = self._dialect.authenticate(request, self._settings)
             if response is None:
@@ -188,15 +197,23 @@ class ProviderAdapter:
                     response = parsed_or_error
                 else:
                     parsed = parsed_or_error
-                    outcome = await run_call(parsed, resolve=self._resolve, execute=self._router.execute_many)
+                    note = CallbackNote(
+                        self._settings.provider_id, path, parsed.request_id, hashlib.sha256(body).digest()
+                    )
+                    outcome = await run_call(
+                        parsed, resolve=self._resolve, execute=self._router.execute_many, callback=note
+                    )
                     response = self._dialect.render(parsed, outcome)
+                    audited = len(outcome.results) == 1 and outcome.results[0].audited
                     if outcome.error == "unavailable":
                         log.warning("provider %s: wallet unavailable for %s", self._settings.provider_id, path)
         except Exception:
             log.exception("provider %s: %s %s failed", self._settings.provider_id, method, path)
             response = self._dialect.reject(request, "internal error")
+            audited = False
         handled = time.time()
-        await self._record(request, parsed, response)
+        if not audited:
+            await self._record(request, parsed, response)
         self.timings["handle_seconds"] += handled - began
         self.timings["record_seconds"] += time.time() - handled
         return response.status, dict(response.headers), response.body

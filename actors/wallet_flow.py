@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from core.dialects.base import Intent, Outcome, ParsedCall, PlayerRef
-from core.wallet import Command, CommandKind, Result, ResultCode
+from core.wallet import CallbackNote, Command, CommandKind, Result, ResultCode
 
 __all__ = ["Execute", "Resolve", "ResolvedPlayer", "run_call"]
 
@@ -28,7 +28,7 @@ Execute = Callable[[list[Command]], Awaitable[list[Result]]]
 _REFUSED = frozenset(ResultCode) - {ResultCode.OK}
 
 
-def _command(player: ResolvedPlayer, currency: str, intent: Intent) -> Command:
+def _command(player: ResolvedPlayer, currency: str, intent: Intent, callback: CallbackNote | None = None) -> Command:
     return Command(
         intent.kind,
         player.operator_id,
@@ -39,10 +39,18 @@ def _command(player: ResolvedPlayer, currency: str, intent: Intent) -> Command:
         intent.reference,
         intent.round_ref,
         intent.game_ref,
+        callback=callback,
     )
 
 
-async def run_call(call: ParsedCall, *, resolve: Resolve, execute: Execute) -> Outcome:
+async def run_call(
+    call: ParsedCall, *, resolve: Resolve, execute: Execute, callback: CallbackNote | None = None
+) -> Outcome:
+    """Run ``call``; ``callback`` (its record's fields) rides on the command of a
+    one-intent call, so the shard writes the record with it (``Result.audited``). A call of
+    several intents is recorded by its caller: its answer is not any one command's."""
+    if len(call.intents) != 1:
+        callback = None
     player = await resolve(call.player)
     if isinstance(player, str):
         return Outcome((), None, None, None, error=player)
@@ -60,7 +68,7 @@ async def run_call(call: ParsedCall, *, resolve: Resolve, execute: Execute) -> O
         currency = result.currency
     results: list[Result] = []
     for intent in call.intents:
-        (result,) = await execute([_command(player, currency, intent)])
+        (result,) = await execute([_command(player, currency, intent, callback)])
         results.append(result)
         if result.code in (ResultCode.UNAVAILABLE, ResultCode.BUSY):
             return Outcome(results, currency, None, player.player_id, error="unavailable")

@@ -50,6 +50,7 @@ __all__ = [
     "AccountView",
     "BetState",
     "BetView",
+    "CallbackNote",
     "Command",
     "CommandKind",
     "Decision",
@@ -139,6 +140,36 @@ def _text(value: object, what: str, *, required: bool = True) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackNote:
+    """Which provider callback a command runs for, so the shard can write the callback's
+    record in the same transaction as the command's effects (``Result.audited``).
+
+    Not part of the command's content: a provider's retry of the same request is the same
+    command whatever its request id or body digest (it is answered from the stored record).
+    """
+
+    provider_id: str
+    endpoint: str
+    request_id: str | None
+    body_sha256: bytes
+
+    def to_wire(self) -> list[Any]:
+        return [self.provider_id, self.endpoint, self.request_id, self.body_sha256]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> CallbackNote:
+        provider_id, endpoint, request_id, digest = wire
+        if not (
+            isinstance(provider_id, str)
+            and isinstance(endpoint, str)
+            and (request_id is None or isinstance(request_id, str))
+            and isinstance(digest, bytes)
+        ):
+            raise ProtocolError("malformed callback note")
+        return cls(provider_id, endpoint, request_id, digest)
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     kind: CommandKind
     operator_id: str
@@ -152,6 +183,8 @@ class Command:
     status: AccountStatus | None = None  # SET_STATUS only
     # SETTLE only: (bet key, payout in minor units >= 0) per ticket; amount is their sum
     payouts: tuple[tuple[str, int], ...] = ()
+    # the provider callback this command runs for (seamless wallet only; not content)
+    callback: CallbackNote | None = field(default=None, compare=False)
     _hash: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -273,22 +306,25 @@ class Command:
             self.game_ref,
             None if self.status is None else self.status.value,
         ]
-        if self.payouts:
-            # Appended only when present: a command without payouts keeps the 10-item
-            # form that shards of the previous version read. No payout exceeds their sum.
+        if self.payouts or self.callback is not None:
+            # Appended only when present: a command without them keeps the 10-item form
+            # that shards of earlier versions read. No payout exceeds their sum.
             wire.append(self.payouts if self.amount < 2**63 else [(k, str(p)) for k, p in self.payouts])
+        if self.callback is not None:
+            wire.append(self.callback.to_wire())
         return wire
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> Command:
         kind, op, player, cur, key, amount, ref, round_ref, game_ref, status, *rest = wire
         payouts: tuple[tuple[str, int], ...] = ()
-        if rest:
+        if rest and rest[0]:
             # Payouts are integers on the wire unless the amount is (then all are strings).
             if isinstance(amount, str):
                 payouts = tuple((k, int(p)) for k, p in rest[0])
             else:
                 payouts = tuple(map(tuple, rest[0]))
+        callback = CallbackNote.from_wire(rest[1]) if len(rest) > 1 else None
         return cls(
             CommandKind(kind),
             op,
@@ -301,6 +337,7 @@ class Command:
             game_ref,
             None if status is None else AccountStatus(status),
             payouts,
+            callback,
         )
 
 
@@ -314,6 +351,8 @@ class Result:
     message: str = ""
     # SETTLE only: "<bet key>=<reason>" per listed bet that was not paid (module docstring)
     skipped: tuple[str, ...] = ()
+    # the command's callback record was committed with it (see CallbackNote)
+    audited: bool = False
 
     @property
     def ok(self) -> bool:
@@ -333,7 +372,7 @@ class Result:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], *, replayed: bool = True) -> Result:
+    def from_record(cls, record: dict[str, Any], *, replayed: bool = True, audited: bool = False) -> Result:
         balance = record.get("balance")
         return cls(
             ResultCode(record["code"]),
@@ -343,6 +382,7 @@ class Result:
             replayed,
             record.get("message", ""),
             tuple(record.get("skipped", ())),
+            audited,
         )
 
     def to_wire(self) -> list[Any]:
@@ -355,16 +395,20 @@ class Result:
             self.replayed,
             self.message,
         ]
-        if self.skipped:  # appended only when present: the 6-item form stays readable
+        if self.skipped or self.audited:  # appended only when present: the 6-item form stays readable
             wire.append(list(self.skipped))
+        if self.audited:
+            wire.append(True)
         return wire
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> Result:
         code, balance, cur, tx_id, replayed, message, *rest = wire
         skipped = tuple(rest[0]) if rest else ()
+        audited = len(rest) > 1 and rest[1] is True
         return cls(
-            ResultCode(code), None if balance is None else int(balance), cur, tx_id, replayed, message, skipped
+            ResultCode(code), None if balance is None else int(balance), cur, tx_id, replayed, message, skipped,
+            audited,
         )
 
 

@@ -33,6 +33,7 @@ from storage.errors import (
 __all__ = [
     "AccountRow",
     "BetDraft",
+    "CallbackDraft",
     "CommitReceipt",
     "Conflicts",
     "Journal",
@@ -90,6 +91,25 @@ class RecordDraft:
 
 
 @dataclass(slots=True)
+class CallbackDraft:
+    """A provider callback's record, written with the command it ran (migration 0012).
+
+    It holds the wallet's own answer (the command's stored response and its code), not the
+    rendered wire body: the dialect renders that body from the request and this answer, so
+    it can be rebuilt for recall, and one row serves every dialect.
+    """
+
+    record: RecordDraft  # the command's idempotency record: its key, response and tx
+    provider_id: str
+    endpoint: str
+    request_id: str | None
+    reference_id: str | None
+    player_id: str
+    round_ref: str | None
+    body_sha256: bytes
+
+
+@dataclass(slots=True)
 class BetDraft:
     """A bet row the shard believes does not exist yet (a bet, a tombstone), in its state
     after the batch: inserted, after checking that the database agrees it is new."""
@@ -129,6 +149,7 @@ class JournalBatch:
     resolutions: list[ResolutionDraft] = field(default_factory=list)
     # account -> (withdrawable, bonus, status) after the batch
     balances: dict[int, tuple[AccountRow, int, int, str]] = field(default_factory=dict)
+    callbacks: list[CallbackDraft] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -138,6 +159,7 @@ class JournalBatch:
             + len(self.bets)
             + len(self.resolutions)
             + len(self.balances)
+            + len(self.callbacks)
         )
 
 
@@ -444,8 +466,8 @@ class Journal:
 
 _TX_BLOCK = 1024  # must equal the INCREMENT of ledger_tx_id_seq (migration 0003)
 _ACCOUNT_BLOCK = 64  # must equal the INCREMENT of accounts_account_id_seq
-_JOURNAL_ARGS = 53
-_JOURNAL_CALL = "SELECT rgs_journal_batch_v2(" + ", ".join(f"${i}" for i in range(1, _JOURNAL_ARGS + 1)) + ")"
+_JOURNAL_ARGS = 54
+_JOURNAL_CALL = "SELECT rgs_journal_batch_v3(" + ", ".join(f"${i}" for i in range(1, _JOURNAL_ARGS + 1)) + ")"
 
 
 def _text_amounts(amounts: Sequence[int | None]) -> list[str | None]:
@@ -456,7 +478,8 @@ def _text_amounts(amounts: Sequence[int | None]) -> list[str | None]:
 def _arguments(
     batch: JournalBatch, epochs: dict[int, int], tx_ids: list[int], new_ids: dict[int, int]
 ) -> tuple[list[Any], dict[int, tuple[int, int, bytes]]]:
-    """The array arguments of rgs_journal_batch_v2, and each account's new chain head."""
+    """The arguments of rgs_journal_batch_v3 (v2's arrays and the callback records), and
+    each account's new chain head."""
 
     def account_id(account: AccountRow) -> int:
         return account.account_id if account.account_id is not None else new_ids[id(account)]
@@ -491,6 +514,28 @@ def _arguments(
         if record.tx_index is not None:
             response["tx_id"] = tx_ids[record.tx_index]
         responses.append(json.dumps(response))
+    callbacks = None
+    if batch.callbacks:
+        # One JSON document rather than ten more arrays: asyncpg encodes arrays element by
+        # element in Python, json.dumps runs in C (migration 0012 reads it back).
+        callbacks = json.dumps(
+            [
+                [
+                    c.provider_id,
+                    c.endpoint,
+                    c.request_id,
+                    c.record.idempotency_key,
+                    c.reference_id,
+                    c.player_id,
+                    c.round_ref,
+                    c.body_sha256.hex(),
+                    c.record.response
+                    if c.record.tx_index is None
+                    else {**c.record.response, "tx_id": tx_ids[c.record.tx_index]},
+                ]
+                for c in batch.callbacks
+            ]
+        )
     args: list[Any] = [
         partitions,
         [epochs[p] for p in partitions],
@@ -537,6 +582,7 @@ def _arguments(
         [a.version for a, *_ in updates],
         [heads[id(a)][1] for a, *_ in updates],
         [heads[id(a)][2] for a, *_ in updates],
+        callbacks,
     ]
     assert len(args) == _JOURNAL_ARGS
     return args, heads

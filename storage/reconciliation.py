@@ -4,6 +4,10 @@ The ledger and the idempotency records say what the wallet did; ``provider_callb
 says what the provider asked and what we answered, with the wallet keys its intents ran
 under. A dialect namespaces its keys with its name (``"hub88:{transaction_uuid}"``), which
 picks out the provider's side of the ledger; the keys tie the two together.
+
+A callback's row holds either the dialect's answer (``result_code`` ``RS_OK``, ``200``, ...;
+written by the adapter) or, for a one-intent call the shard journaled, the wallet's own
+(``ok``, ``insufficient_funds``, ...; written with the command, migration 0012).
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ async def reconcile(
         "SELECT DISTINCT c.transaction_id, c.endpoint, c.result_code FROM provider_callbacks c"
         " WHERE c.provider_id = $4 AND c.transaction_id IS NOT NULL AND "
         + window.format(col="c.received_at")
-        + " AND c.result_code IN ('RS_OK', '200')"
+        # the dialects' success codes, and the wallet's own where a shard wrote the record (0012)
+        + " AND c.result_code IN ('RS_OK', '200', 'ok')"
         " AND c.transaction_id LIKE $1 || '%'"
         " AND NOT EXISTS (SELECT 1 FROM idempotency_records r WHERE r.idempotency_key = c.transaction_id)"
         " ORDER BY 1 LIMIT 100",

@@ -246,6 +246,52 @@ def test_a_restarted_adapter_is_reached_again_and_retries_debit_once(stack: dict
     assert repeat["balance"] == before["balance"] - 250_000
 
 
+def _callbacks_of(stack: dict[str, Any], provider: str, like: str) -> list[Any]:
+    async def fetch() -> list[Any]:
+        conn = await asyncpg.connect(stack["database_url"])
+        try:
+            return await conn.fetch(
+                "SELECT endpoint, request_id, transaction_id, result_code, body_sha256, response"
+                " FROM provider_callbacks WHERE provider_id = $1 AND transaction_id LIKE $2 ORDER BY callback_id",
+                provider,
+                like,
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def test_every_callback_is_recorded_once_by_whoever_answered_it(stack: dict[str, Any]) -> None:
+    """A one-intent call's record is written by the shard with its command (the wallet's
+    own code); a repeat answered from memory and a call of several actions are recorded
+    by the adapter (the dialect's code). Either way: one row per callback and transaction."""
+    player = _player(stack, 4)
+    payload = _hub88_tx(player, "bet", "h-rec-1", 100_000)
+    status, bet = _hub88(stack, "/transaction/bet", payload)
+    assert (status, bet["status"]) == (200, "RS_OK")
+    (row,) = _callbacks_of(stack, "hub88", "%h-rec-1")
+    assert row["endpoint"].endswith("/transaction/bet") and row["request_id"] == payload["request_uuid"]
+    assert row["result_code"] == "ok" and json.loads(row["response"])["tx_id"] is not None
+    assert bytes(row["body_sha256"]) == hashlib.sha256(json.dumps(payload).encode()).digest()
+
+    status, again = _hub88(stack, "/transaction/bet", payload)  # the same request, byte for byte
+    assert again["status"] == "RS_OK" and again["balance"] == bet["balance"]
+    first, repeat = _callbacks_of(stack, "hub88", "%h-rec-1")
+    assert first["result_code"] == "ok" and repeat["result_code"] == "RS_OK"
+    assert json.loads(repeat["response"])["request_uuid"] == payload["request_uuid"]
+
+    base = {"user_id": _player(stack, 4)["player_id"], "currency": "EUR", "game": "rgs:keno80"}
+    status, played = _softswiss(stack, "/play", {**base, "game_id": "g-rec", "finished": True, "actions": [
+        {"action": "bet", "action_id": "s-rec-bet", "amount": 100},
+        {"action": "win", "action_id": "s-rec-win", "amount": 40},
+    ]})
+    assert status == 200 and len(played["transactions"]) == 2
+    rows = _callbacks_of(stack, "softswiss", "%rec%")
+    assert len(rows) == 2 and {r["result_code"] for r in rows} == {"200"}
+    assert len({bytes(r["body_sha256"]) for r in rows}) == 1  # one request, one row per transaction
+
+
 def test_reconciliation_and_ledger_agree(stack: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     async def check() -> tuple[Any, Any, list[Any]]:
         conn = await asyncpg.connect(stack["database_url"])
