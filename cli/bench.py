@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     parser.add_argument("--tickets", type=int, default=None, help="settle: tickets in the round (default 100000)")
     parser.add_argument("--players", type=int, default=None, help="settle: players holding them (default 5000)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="wallet: measure ours and the baseline alternately N times; report the median round (default 1)")
     add_config_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=_run)

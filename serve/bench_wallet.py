@@ -4,6 +4,10 @@ same load on a trivial echo deployment configured the same way (the HTTP ceiling
 Needs ``rgs up --demo`` running (it reads ``<state>/demo.json``). Bodies are signed before
 the clock starts: RSA signing costs the client ~1 ms each and would otherwise be what we
 measure. Both sides send the same bytes with the same headers at the same concurrency.
+
+``--rounds N`` measures ours and the echo alternately N times: on a shared machine the
+ratio of one pair of runs drifts by more than most changes move it. The headline figures
+are then the round with the median ratio, and ``rounds`` lists every round.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from actors.bench_ledger import summarize
 from cli.base import fail, load_cli_config
 
-__all__ = ["run_bench"]
+__all__ = ["median_round", "run_bench"]
 
 
 def _progress(message: str) -> None:
@@ -108,45 +112,79 @@ def run_bench(args: Any) -> dict[str, Any]:
         fail(f"rgs bench wallet: no {demo_file}; start the stack first with: rgs up --demo")
     duration = args.duration or 10.0
     concurrency = args.concurrency or 32
+    rounds = getattr(args, "rounds", None) or 1
+    if duration <= 0 or concurrency < 1 or rounds < 1:
+        fail("rgs bench wallet: --duration must be > 0, --concurrency and --rounds at least 1")
     ray.init(address=args.address or config.ray_address or "auto", namespace="rgs", log_to_driver=False,
              configure_logging=False)
     try:
         serve.run(EchoGateway.bind(), name="echo", route_prefix="/echo")  # type: ignore[attr-defined]
-        count = int(duration * 2500) + 500
+        per_side = _pairs_per_side(duration)
+        count = 100 + (rounds + 1) * per_side
         _progress(f"signing {count} bet+win pairs")
         pairs = _pairs(demo, count)
         base = demo["base_url"]
         wallet_urls = (f"{base}/wallet/hub88/transaction/bet", f"{base}/wallet/hub88/transaction/win")
         echo_urls = (f"{base}/echo/bet", f"{base}/echo/win")
-        return asyncio.run(_measure(wallet_urls, echo_urls, pairs, concurrency, duration))
+        return asyncio.run(_measure(wallet_urls, echo_urls, pairs, concurrency, duration, rounds))
     finally:
         serve.delete("echo")
         ray.shutdown()
 
 
+def _pairs_per_side(duration: float) -> int:
+    # Fresh pairs for every measured side: a repeat is answered from a shard's memory,
+    # which is cheaper than the real thing. 1,250 pairs/s is 2,500 req/s, well above ours.
+    return int(duration * 1250) + 100
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose ratio is the median (the lower one of an even count): its own
+    figures, so the headline ratio is still ours.per_s / baseline.per_s of one run."""
+    ranked = sorted(rounds, key=lambda r: r["ratio"] if r["ratio"] is not None else -1.0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
 async def _measure(wallet_urls: tuple[str, str], echo_urls: tuple[str, str], pairs: list[Any],
-                   concurrency: int, duration: float) -> dict[str, Any]:
+                   concurrency: int, duration: float, rounds: int = 1) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=concurrency)
+    per_side = _pairs_per_side(duration)
+    measured: list[dict[str, Any]] = []
+    outcomes: dict[str, int] = {}
     async with aiohttp.ClientSession(connector=connector) as session:
-        third = len(pairs) // 3
         await _load(session, wallet_urls, pairs[:100], concurrency, 2.0)
-        _progress(f"ours: {concurrency} in flight for {duration:.0f} s")
-        ours, ours_outcomes = await _load(session, wallet_urls, pairs[100:third], concurrency, duration)
-        _progress(f"ours: {ours} {ours_outcomes}")
-        _progress(f"echo: {concurrency} in flight for {duration:.0f} s")
-        echo, _ = await _load(session, echo_urls, pairs[100:third], concurrency, duration)
-        _progress(f"echo: {echo}")
-        half = ours["per_s"] / 2
+        for n in range(rounds):
+            mine = pairs[100 + n * per_side : 100 + (n + 1) * per_side]
+            label = f" (round {n + 1} of {rounds})" if rounds > 1 else ""
+            _progress(f"ours{label}: {concurrency} in flight for {duration:.0f} s")
+            ours, ours_outcomes = await _load(session, wallet_urls, mine, concurrency, duration)
+            for status, seen in ours_outcomes.items():
+                outcomes[status] = outcomes.get(status, 0) + seen
+            _progress(f"ours: {ours} {ours_outcomes}")
+            _progress(f"echo{label}: {concurrency} in flight for {duration:.0f} s")
+            echo, _ = await _load(session, echo_urls, mine, concurrency, duration)
+            _progress(f"echo: {echo}")
+            ratio = round(ours["per_s"] / echo["per_s"], 3) if echo["per_s"] else None
+            measured.append({"ours": ours, "baseline": echo, "ratio": ratio})
+        headline = median_round(measured)
+        half = headline["ours"]["per_s"] / 2
         _progress(f"ours at half its maximum rate ({half:.0f} req/s)")
-        at_half, _ = await _load(session, wallet_urls, pairs[third:], concurrency, duration, rate=half)
-    return {
+        rest = pairs[100 + rounds * per_side :]
+        at_half, _ = await _load(session, wallet_urls, rest, concurrency, duration, rate=half)
+    result: dict[str, Any] = {
         "name": "wallet",
-        "ours": ours,
-        "baseline": echo,
-        "ratio": round(ours["per_s"] / echo["per_s"], 3) if echo["per_s"] else None,
+        "ours": headline["ours"],
+        "baseline": headline["baseline"],
+        "ratio": headline["ratio"],
         "ours_at_half_rate": at_half,
         "concurrency": concurrency,
         "duration_s": duration,
-        "outcomes": ours_outcomes,
+        "outcomes": outcomes,
         "targets": {"ratio": 0.8, "p99_ms_at_half_rate": 20.0},
     }
+    if rounds > 1:
+        result["rounds"] = [
+            {"ours_per_s": r["ours"]["per_s"], "baseline_per_s": r["baseline"]["per_s"], "ratio": r["ratio"]}
+            for r in measured
+        ]
+    return result
