@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import sys
 import time
@@ -67,10 +68,14 @@ async def _load(
     concurrency: int,
     duration: float,
     rate: float | None = None,
+    *,
+    cycle: bool = False,
 ) -> tuple[dict[str, float], dict[str, int]]:
+    """Send ``pairs`` for ``duration`` seconds (or until they run out, unless ``cycle``:
+    only the echo may see a body twice, the wallet would answer a repeat from memory)."""
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
-    next_pair = iter(range(len(pairs)))
+    next_pair = itertools.cycle(range(len(pairs))) if cycle else iter(range(len(pairs)))
     stop_at = time.perf_counter() + duration
     interval = None if rate is None else concurrency / rate  # per worker, between requests
 
@@ -162,7 +167,7 @@ async def _measure(wallet_urls: tuple[str, str], echo_urls: tuple[str, str], pai
                 outcomes[status] = outcomes.get(status, 0) + seen
             _progress(f"ours: {ours} {ours_outcomes}")
             _progress(f"echo{label}: {concurrency} in flight for {duration:.0f} s")
-            echo, _ = await _load(session, echo_urls, mine, concurrency, duration)
+            echo, _ = await _load(session, echo_urls, mine, concurrency, duration, cycle=True)
             _progress(f"echo: {echo}")
             ratio = round(ours["per_s"] / echo["per_s"], 3) if echo["per_s"] else None
             measured.append({"ours": ours, "baseline": echo, "ratio": ratio})
