@@ -187,6 +187,7 @@ class ProviderAdapter:
         self.timings["requests"] += 1
         self.timings["arrival_seconds"] += max(0.0, began - received_at)
         request = WireRequest(method, path, headers, body, received_at)
+        digest = hashlib.sha256(body).digest()  # the callback's record, whoever writes it
         parsed: ParsedCall | None = None
         audited = False  # the shard wrote this callback's record with its command
         try:
@@ -197,23 +198,20 @@ class ProviderAdapter:
                     response = parsed_or_error
                 else:
                     parsed = parsed_or_error
-                    note = CallbackNote(
-                        self._settings.provider_id, path, parsed.request_id, hashlib.sha256(body).digest()
-                    )
+                    note = CallbackNote(self._settings.provider_id, path, parsed.request_id, digest)
                     outcome = await run_call(
                         parsed, resolve=self._resolve, execute=self._router.execute_many, callback=note
                     )
                     response = self._dialect.render(parsed, outcome)
-                    audited = len(outcome.results) == 1 and outcome.results[0].audited
                     if outcome.error == "unavailable":
                         log.warning("provider %s: wallet unavailable for %s", self._settings.provider_id, path)
+                    audited = len(outcome.results) == 1 and outcome.results[0].audited
         except Exception:
             log.exception("provider %s: %s %s failed", self._settings.provider_id, method, path)
             response = self._dialect.reject(request, "internal error")
-            audited = False
         handled = time.time()
         if not audited:
-            await self._record(request, parsed, response)
+            await self._record(request, digest, parsed, response)
         self.timings["handle_seconds"] += handled - began
         self.timings["record_seconds"] += time.time() - handled
         return response.status, dict(response.headers), response.body
@@ -248,7 +246,9 @@ class ProviderAdapter:
 
     # -- recording: every callback is journaled before its answer leaves -----------------
 
-    async def _record(self, request: WireRequest, parsed: ParsedCall | None, response: WireResponse) -> None:
+    async def _record(
+        self, request: WireRequest, digest: bytes, parsed: ParsedCall | None, response: WireResponse
+    ) -> None:
         try:
             answer: Any = response.json()
         except ValueError:
@@ -263,7 +263,7 @@ class ProviderAdapter:
             reference_id=next((i.reference for i in parsed.intents if i.reference), None) if parsed else None,
             player_id=parsed.player.player_id if parsed else None,
             round_ref=parsed.round_ref if parsed else None,
-            body=request.body,
+            body_sha256=digest,
             result_code=code,
             response=answer,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ class CallbackRecord:
     reference_id: str | None
     player_id: str | None
     round_ref: str | None
-    body: bytes
+    body_sha256: bytes
     result_code: str
     response: Any
 
@@ -48,11 +47,10 @@ class CallbackStore:
         """One row per callback (a multi-action request gives one row per transaction id)."""
         rows = []
         for r in records:
-            digest = hashlib.sha256(r.body).digest()
             for tx_id in r.transaction_ids or (None,):
                 rows.append(
                     (r.provider_id, r.endpoint, r.request_id, tx_id, r.reference_id, r.player_id, r.round_ref,
-                     digest, r.result_code, json.dumps(r.response))
+                     r.body_sha256, r.result_code, json.dumps(r.response))
                 )
         if rows:
             await self._pool.executemany(

@@ -508,11 +508,13 @@ def _arguments(
     resolutions = batch.resolutions
     updates = list(batch.balances.values())
     line_columns: list[list[Any]] = [list(c) for c in zip(*lines, strict=True)] if lines else [[]] * 10
+    filled: dict[int, dict[str, Any]] = {}  # id(record) -> its response with the tx id
     responses = []
     for record in records:
         response = dict(record.response)
         if record.tx_index is not None:
             response["tx_id"] = tx_ids[record.tx_index]
+        filled[id(record)] = response
         responses.append(json.dumps(response))
     callbacks = None
     if batch.callbacks:
@@ -529,9 +531,7 @@ def _arguments(
                     c.player_id,
                     c.round_ref,
                     c.body_sha256.hex(),
-                    c.record.response
-                    if c.record.tx_index is None
-                    else {**c.record.response, "tx_id": tx_ids[c.record.tx_index]},
+                    filled[id(c.record)],
                 ]
                 for c in batch.callbacks
             ]
