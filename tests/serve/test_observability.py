@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,9 @@ def _play(stack: dict[str, Any], payload: dict[str, Any]) -> tuple[int, Any]:
     )
 
 
-def _bet(stack: dict[str, Any], player: str, game_id: str, action_id: str, amount: int) -> tuple[int, Any]:
+def _bet(
+    stack: dict[str, Any], player: str, game_id: str, action_id: str, amount: int
+) -> tuple[int, Any]:
     """One finished SoftSwiss round holding one bet."""
     return _play(
         stack,
@@ -224,19 +226,35 @@ def _metrics_text() -> str:
     return "\n".join(texts)
 
 
-def _totals(text: str) -> dict[str, float]:
-    """Every ``ray_rgs_*`` sample summed over its labels, by sample name."""
-    totals: dict[str, float] = {}
-    for match in re.finditer(
-        r"^(ray_rgs_[a-z_]+)(?:\{[^}]*\})? ([0-9.eE+-]+)$", text, re.MULTILINE
-    ):
-        totals[match.group(1)] = totals.get(match.group(1), 0.0) + float(match.group(2))
-    return totals
+_SAMPLE = re.compile(r"^(ray_rgs_[a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
 
 
-def _labels(text: str, sample: str, label: str) -> set[str]:
-    pattern = rf'^{sample}\{{[^}}]*\b{label}="([^"]*)"'
-    return set(re.findall(pattern, text, re.MULTILINE))
+def _samples(text: str) -> dict[tuple[str, str], float]:
+    """Every ``ray_rgs_*`` sample by name and label set (summed over the nodes' texts)."""
+    samples: dict[tuple[str, str], float] = {}
+    for match in _SAMPLE.finditer(text):
+        key = (match.group(1), match.group(2) or "")
+        samples[key] = samples.get(key, 0.0) + float(match.group(3))
+    return samples
+
+
+def _grown(before: str, after: str) -> dict[tuple[str, str], float]:
+    """The samples whose value rose between two scrapes, with their new value.
+
+    Earlier test modules in the same Ray session leave their series behind (Ray keeps a
+    dead actor's last values), so what this module's traffic did is what changed.
+    """
+    old = _samples(before)
+    return {key: value for key, value in _samples(after).items() if value > old.get(key, 0.0)}
+
+
+def _labels(series: Iterable[tuple[str, str]], sample: str, label: str) -> set[str]:
+    pattern = re.compile(rf'\b{label}="([^"]*)"')
+    return {
+        found.group(1)
+        for name, labels in series
+        if name == sample and (found := pattern.search(labels)) is not None
+    }
 
 
 REQUIRED = (
@@ -256,9 +274,18 @@ REQUIRED = (
     "ray_rgs_chain_tx_seconds_count",
     "ray_rgs_rate_limited_total",
 )
+# Gauges can read lower than an earlier module left them, so they need only be non-zero.
+GAUGES = frozenset(
+    {
+        "ray_rgs_shard_active_accounts",
+        "ray_rgs_shard_mailbox_depth_peak",
+        "ray_rgs_chain_backlog_peak",
+    }
+)
 
 
 def test_traffic_shows_on_the_metrics_endpoint(stack: dict[str, Any]) -> None:
+    before = _metrics_text()
     asyncio.run(_fund_players())
     base = {"user_id": PLAYERS[0], "currency": "EUR", "game": "rgs:keno80"}
     for n in range(5):
@@ -285,20 +312,24 @@ def test_traffic_shows_on_the_metrics_endpoint(stack: dict[str, Any]) -> None:
     deadline = time.monotonic() + PROMETHEUS_DEADLINE_S
     missing: list[str] = list(REQUIRED)
     text = ""
+    grown: dict[tuple[str, str], float] = {}
     while missing and time.monotonic() < deadline:
         time.sleep(2)
         text = _metrics_text()
-        totals = _totals(text)
-        missing = [name for name in REQUIRED if totals.get(name, 0.0) <= 0]
-    assert not missing, f"no non-zero samples for {missing}"
-    assert _labels(text, "ray_rgs_wallet_requests_total", "dialect") == {"softswiss"}
-    statuses = _labels(text, "ray_rgs_wallet_requests_total", "status")
+        grown = _grown(before, text)
+        present = {name for name, _ in grown} | {
+            name for (name, _), value in _samples(text).items() if name in GAUGES and value > 0
+        }
+        missing = [name for name in REQUIRED if name not in present]
+    assert not missing, f"no samples grew for {missing}"
+    assert _labels(grown, "ray_rgs_wallet_requests_total", "dialect") == {"softswiss"}
+    statuses = _labels(grown, "ray_rgs_wallet_requests_total", "status")
     assert "200" in statuses and len(statuses) >= 2, statuses  # the forged call's refusal too
-    assert _labels(text, "ray_rgs_rate_limited_total", "scope") == {"ip"}
+    assert _labels(grown, "ray_rgs_rate_limited_total", "scope") == {"ip"}
     assert {f"{SHARD_PREFIX}0", f"{SHARD_PREFIX}1"} <= _labels(
-        text, "ray_rgs_shard_mailbox_depth", "shard"
+        _samples(text), "ray_rgs_shard_mailbox_depth", "shard"
     )
-    assert {"open", "settled"} <= _labels(text, "ray_rgs_rounds_total", "phase")
+    assert {"open", "settled"} <= _labels(grown, "ray_rgs_rounds_total", "phase")
     assert "ray_rgs_chain_backlog" in text
     # What the Grafana dashboard and the runbook's alerts query exists under that name.
     root = Path(__file__).resolve().parents[2]
@@ -432,7 +463,9 @@ def _allow_connections(stack: dict[str, Any], allowed: bool) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(stack["admin_url"])
         try:
-            await conn.execute(f"ALTER DATABASE {stack['database']} ALLOW_CONNECTIONS {str(allowed).lower()}")
+            await conn.execute(
+                f"ALTER DATABASE {stack['database']} ALLOW_CONNECTIONS {str(allowed).lower()}"
+            )
             if not allowed:  # and cut everyone already connected: the database is gone for them
                 await conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
@@ -451,7 +484,9 @@ def test_readiness_follows_postgres_redis_and_chain_outages(stack: dict[str, Any
     _allow_connections(stack, False)
     try:
         wallet = _ready_until(stack, "/wallet/health/ready", lambda s, r: s == 503, "503")
-        assert wallet["status"] == "unavailable" and wallet["checks"]["postgres"].startswith("failed: "), wallet
+        assert wallet["status"] == "unavailable" and wallet["checks"]["postgres"].startswith(
+            "failed: "
+        ), wallet
         api = _ready_until(stack, "/api/health/ready", lambda s, r: s == 503, "503")
         assert api["checks"]["postgres"].startswith("failed: "), api
         assert _http(stack, "GET", "/wallet/health/live")[0] == 200
@@ -459,21 +494,29 @@ def test_readiness_follows_postgres_redis_and_chain_outages(stack: dict[str, Any
     finally:
         _allow_connections(stack, True)
     # ... and back: ready again, and money moves again without a restart.
-    _ready_until(stack, "/wallet/health/ready", lambda s, r: s == 200, "200 after PostgreSQL came back")
+    _ready_until(
+        stack, "/wallet/health/ready", lambda s, r: s == 200, "200 after PostgreSQL came back"
+    )
     status, played = _bet(stack, PLAYERS[2], "after-pg", "obs-after-pg", 7)
     assert status == 200 and played["balance"] == 100_000 - 7, played
     # Redis away: no wallet call needs it, so the wallet only degrades; the API's rate
     # limits and idempotency records do, so it is not ready.
     stack["redis"].stop()
-    wallet = _ready_until(stack, "/wallet/health/ready", lambda s, r: r["checks"].get("redis", "ok") != "ok", "redis")
+    wallet = _ready_until(
+        stack, "/wallet/health/ready", lambda s, r: r["checks"].get("redis", "ok") != "ok", "redis"
+    )
     assert wallet["status"] == "degraded" and wallet["checks"]["postgres"] == "ok", wallet
     api = _ready_until(stack, "/api/health/ready", lambda s, r: s == 503, "503 without Redis")
     assert api["checks"]["redis"].startswith("failed: ") and api["checks"]["postgres"] == "ok", api
     # The chain away: rounds cannot be committed; the wallet degrades, the API is not ready.
     stack["chain"].stop()
-    wallet = _ready_until(stack, "/wallet/health/ready", lambda s, r: r["checks"].get("chain", "ok") != "ok", "chain")
+    wallet = _ready_until(
+        stack, "/wallet/health/ready", lambda s, r: r["checks"].get("chain", "ok") != "ok", "chain"
+    )
     assert wallet["status"] == "degraded", wallet
-    api = _ready_until(stack, "/api/health/ready", lambda s, r: r["checks"].get("chain", "ok") != "ok", "chain")
+    api = _ready_until(
+        stack, "/api/health/ready", lambda s, r: r["checks"].get("chain", "ok") != "ok", "chain"
+    )
     assert api["status"] == "unavailable", api
 
 
