@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--players", type=int, default=None, help="settle: players holding them (default 5000)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="wallet: measure ours and the baseline alternately N times; report the median round (default 1)")
+    parser.add_argument("--floor", action="store_true",
+                        help="wallet: also measure the least any wallet must do (verify, parse, commit a row)")
     add_config_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(handler=_run)
