@@ -51,7 +51,6 @@ class Config:
     # account shards
     shards: int = 2
     partitions: int = 64
-    group_commit_ms: float = 2.0
     group_commit_max: int = 500
     mailbox_capacity: int = 1000
     max_active_accounts: int = 100_000
@@ -79,7 +78,6 @@ class Config:
             self.partitions,
             f"at least the number of shards ({self.shards})",
         )
-        _require(0 < self.group_commit_ms <= 1000, "group_commit_ms", self.group_commit_ms, "0 < ms <= 1000")
         _require(1 <= self.group_commit_max <= 100_000, "group_commit_max", self.group_commit_max, "1..100000")
         _require(1 <= self.mailbox_capacity <= 1_000_000, "mailbox_capacity", self.mailbox_capacity, "1..1000000")
         _require(self.max_active_accounts >= 1, "max_active_accounts", self.max_active_accounts, ">= 1")
