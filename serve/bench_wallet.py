@@ -13,6 +13,11 @@ are then the round with the median ratio, and ``rounds`` lists every round.
 which only verifies, parses and commits one row per request. ``floor_ratio`` (floor over
 echo) is what this machine leaves of the HTTP ceiling to any wallet that journals before
 it answers; ``ratio`` over ``floor_ratio`` is how close our code comes to that floor.
+
+``stages_at_half_rate`` says where the half-rate run's time went, from the stack's own
+counters read before and after it: the mean wait from the replica's receipt to the
+adapter starting on a request, the mean time in the adapter (the shard call included),
+and the shards' commands per journal commit and wall time per commit.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from actors.bench_ledger import summarize
 from cli.base import fail, load_cli_config
 
-__all__ = ["median_round", "run_bench"]
+__all__ = ["median_round", "run_bench", "stages_between"]
+
+StageCounters = dict[str, float]
 
 
 def _progress(message: str) -> None:
@@ -145,7 +153,10 @@ def run_bench(args: Any) -> dict[str, Any]:
         base = demo["base_url"]
         wallet_urls = (f"{base}/wallet/hub88/transaction/bet", f"{base}/wallet/hub88/transaction/win")
         echo_urls = (f"{base}/echo/bet", f"{base}/echo/win")
-        return asyncio.run(_measure(wallet_urls, echo_urls, pairs, concurrency, duration, rounds, floor_urls))
+        counters = _stage_reader(demo["providers"]["hub88"]["provider_id"])
+        return asyncio.run(
+            _measure(wallet_urls, echo_urls, pairs, concurrency, duration, rounds, floor_urls, counters)
+        )
     finally:
         serve.delete("echo")
         if with_floor:
@@ -159,6 +170,53 @@ def _public_key_pem(private_key_pem: str) -> str:
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
+
+
+def _stage_reader(provider_id: str) -> Callable[[], Awaitable[StageCounters]] | None:
+    """How to read the adapter's and the shards' cumulative counters, or None (with a
+    word on stderr) when this cluster does not have them under the default names."""
+    import ray
+
+    from actors.provider_adapter import adapter_name
+    from actors.shard import NAMESPACE, live_shards
+
+    try:
+        adapter = ray.get_actor(adapter_name(provider_id), namespace=NAMESPACE)
+        shards = [ray.get_actor(name, namespace=NAMESPACE) for name in live_shards()]
+    except ValueError:
+        shards = []
+    if not shards:
+        _progress("no adapter or shards under the default names: no stage figures")
+        return None
+
+    async def read() -> StageCounters:
+        totals: StageCounters = dict(await adapter.stats.remote())
+        for stats in await asyncio.gather(*(shard.stats.remote() for shard in shards)):
+            for key in ("batches", "commands", "commit_seconds"):
+                totals[key] = totals.get(key, 0.0) + float(stats.get(key, 0.0))
+        return totals
+
+    return read
+
+
+def stages_between(before: StageCounters, after: StageCounters) -> dict[str, float | None]:
+    """Means per request and per commit between two readings of the stage counters
+    (None where nothing was counted)."""
+
+    def delta(key: str) -> float:
+        return float(after.get(key, 0.0)) - float(before.get(key, 0.0))
+
+    def mean_ms(key: str, over: float) -> float | None:
+        return round(delta(key) / over * 1000, 3) if over > 0 else None
+
+    requests, batches = delta("requests"), delta("batches")
+    return {
+        "requests": requests,
+        "replica_to_adapter_ms": mean_ms("arrival_seconds", requests),
+        "in_adapter_ms": mean_ms("handle_seconds", requests),
+        "commands_per_commit": round(delta("commands") / batches, 2) if batches > 0 else None,
+        "commit_ms": mean_ms("commit_seconds", batches),
+    }
 
 
 def _pairs_per_side(duration: float) -> int:
@@ -176,7 +234,8 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def _measure(wallet_urls: tuple[str, str], echo_urls: tuple[str, str], pairs: list[Any],
                    concurrency: int, duration: float, rounds: int = 1,
-                   floor_urls: tuple[str, str] | None = None) -> dict[str, Any]:
+                   floor_urls: tuple[str, str] | None = None,
+                   counters: Callable[[], Awaitable[StageCounters]] | None = None) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=concurrency)
     per_side = _pairs_per_side(duration)
     measured: list[dict[str, Any]] = []
@@ -211,7 +270,9 @@ async def _measure(wallet_urls: tuple[str, str], echo_urls: tuple[str, str], pai
         half = headline["ours"]["per_s"] / 2
         _progress(f"ours at half its maximum rate ({half:.0f} req/s)")
         rest = pairs[100 + rounds * per_side :]
+        before = await counters() if counters is not None else None
         at_half, _ = await _load(session, wallet_urls, rest, concurrency, duration, rate=half)
+        stages = stages_between(before, await counters()) if counters is not None and before is not None else None
     result: dict[str, Any] = {
         "name": "wallet",
         "ours": headline["ours"],
@@ -223,6 +284,8 @@ async def _measure(wallet_urls: tuple[str, str], echo_urls: tuple[str, str], pai
         "outcomes": outcomes,
         "targets": {"ratio": 0.8, "p99_ms_at_half_rate": 20.0},
     }
+    if stages is not None:
+        result["stages_at_half_rate"] = stages
     if floor_urls is not None:
         result["floor"] = headline["floor"]
         result["floor_ratio"] = headline["floor_ratio"]

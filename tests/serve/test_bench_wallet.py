@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve.bench_wallet import median_round
+from serve.bench_wallet import median_round, stages_between
 
 
 def _round(ours: float, echo: float) -> dict[str, Any]:
@@ -30,3 +30,44 @@ def test_a_round_without_a_ratio_ranks_lowest() -> None:
     broken = {"ours": {"per_s": 0.0}, "baseline": {"per_s": 0.0}, "ratio": None}
     rounds = [broken, _round(1200, 3000), _round(1300, 3000)]
     assert median_round(rounds)["ours"]["per_s"] == 1200
+
+
+def test_stages_are_means_over_what_happened_between_the_readings() -> None:
+    before = {
+        "requests": 100,
+        "arrival_seconds": 0.5,
+        "handle_seconds": 2.0,
+        "batches": 40,
+        "commands": 90,
+        "commit_seconds": 0.08,
+    }
+    after = {
+        "requests": 1100,
+        "arrival_seconds": 1.7,
+        "handle_seconds": 7.0,
+        "batches": 540,
+        "commands": 990,
+        "commit_seconds": 1.08,
+    }
+    assert stages_between(before, after) == {
+        "requests": 1000,
+        "replica_to_adapter_ms": 1.2,
+        "in_adapter_ms": 5.0,
+        "commands_per_commit": 1.8,
+        "commit_ms": 2.0,
+    }
+
+
+def test_stages_without_traffic_are_none_rather_than_a_division_by_zero() -> None:
+    same = {
+        "requests": 5,
+        "arrival_seconds": 0.1,
+        "handle_seconds": 0.2,
+        "batches": 3,
+        "commands": 4,
+        "commit_seconds": 0.01,
+    }
+    stages = stages_between(same, dict(same))
+    assert stages["requests"] == 0
+    assert stages["replica_to_adapter_ms"] is None and stages["commit_ms"] is None
+    assert stages["commands_per_commit"] is None
