@@ -36,20 +36,21 @@ FLOOR_TABLE = "rgs_bench_floor"
 
 
 async def create_floor_table(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {FLOOR_TABLE} (request_id text PRIMARY KEY,"
-            " body_sha256 bytea NOT NULL, answer jsonb NOT NULL)"
-        )
-    finally:
-        await conn.close()
+    await _execute(
+        database_url,
+        f"CREATE TABLE IF NOT EXISTS {FLOOR_TABLE} (request_id text PRIMARY KEY,"
+        " body_sha256 bytea NOT NULL, answer jsonb NOT NULL)",
+    )
 
 
 async def drop_floor_table(database_url: str) -> None:
+    await _execute(database_url, f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+
+
+async def _execute(database_url: str, statement: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+        await conn.execute(statement)
     finally:
         await conn.close()
 

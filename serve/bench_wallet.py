@@ -139,18 +139,18 @@ def run_bench(args: Any) -> dict[str, Any]:
              configure_logging=False)
     try:
         serve.run(EchoGateway.bind(), name="echo", route_prefix="/echo")  # type: ignore[attr-defined]
+        base = demo["base_url"]
         floor_urls = None
         if with_floor:
             asyncio.run(create_floor_table(demo["database_url"]))
-            public_pem = _public_key_pem(demo["providers"]["hub88"]["private_key_pem"])
+            public_pem = demo["providers"]["hub88"]["public_key_pem"]
             serve.run(FloorGateway.bind(demo["database_url"], public_pem),  # type: ignore[attr-defined]
                       name="floor", route_prefix="/floor")
-            floor_urls = (f"{demo['base_url']}/floor/bet", f"{demo['base_url']}/floor/win")
+            floor_urls = (f"{base}/floor/bet", f"{base}/floor/win")
         per_side = _pairs_per_side(duration)
         count = 100 + (rounds + 1) * per_side
         _progress(f"signing {count} bet+win pairs")
         pairs = _pairs(demo, count)
-        base = demo["base_url"]
         wallet_urls = (f"{base}/wallet/hub88/transaction/bet", f"{base}/wallet/hub88/transaction/win")
         echo_urls = (f"{base}/echo/bet", f"{base}/echo/win")
         counters = _stage_reader(demo["providers"]["hub88"]["provider_id"])
@@ -163,13 +163,6 @@ def run_bench(args: Any) -> dict[str, Any]:
             serve.delete("floor")
             asyncio.run(drop_floor_table(demo["database_url"]))
         ray.shutdown()
-
-
-def _public_key_pem(private_key_pem: str) -> str:
-    key = serialization.load_pem_private_key(private_key_pem.encode(), None)
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
 
 
 def _stage_reader(provider_id: str) -> Callable[[], Awaitable[StageCounters]] | None:
@@ -225,6 +218,10 @@ def _pairs_per_side(duration: float) -> int:
     return int(duration * 1250) + 100
 
 
+def _share(side: dict[str, float], echo: dict[str, float]) -> float | None:
+    return round(side["per_s"] / echo["per_s"], 3) if echo["per_s"] else None
+
+
 def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The round whose ratio is the median (the lower one of an even count): its own
     figures, so the headline ratio is still ours.per_s / baseline.per_s of one run."""
@@ -260,19 +257,18 @@ async def _measure(wallet_urls: tuple[str, str], echo_urls: tuple[str, str], pai
             _progress(f"echo{label}: {concurrency} in flight for {duration:.0f} s")
             echo, _ = await _load(session, echo_urls, mine, concurrency, duration, cycle=True)
             _progress(f"echo: {echo}")
-            ratio = round(ours["per_s"] / echo["per_s"], 3) if echo["per_s"] else None
-            round_figures: dict[str, Any] = {"ours": ours, "baseline": echo, "ratio": ratio}
+            round_figures: dict[str, Any] = {"ours": ours, "baseline": echo, "ratio": _share(ours, echo)}
             if floor is not None:
                 round_figures["floor"] = floor
-                round_figures["floor_ratio"] = round(floor["per_s"] / echo["per_s"], 3) if echo["per_s"] else None
+                round_figures["floor_ratio"] = _share(floor, echo)
             measured.append(round_figures)
         headline = median_round(measured)
         half = headline["ours"]["per_s"] / 2
         _progress(f"ours at half its maximum rate ({half:.0f} req/s)")
         rest = pairs[100 + rounds * per_side :]
-        before = await counters() if counters is not None else None
+        before = await counters() if counters is not None else {}
         at_half, _ = await _load(session, wallet_urls, rest, concurrency, duration, rate=half)
-        stages = stages_between(before, await counters()) if counters is not None and before is not None else None
+        stages = stages_between(before, await counters()) if counters is not None else None
     result: dict[str, Any] = {
         "name": "wallet",
         "ours": headline["ours"],

@@ -238,14 +238,15 @@ def _samples(text: str) -> dict[tuple[str, str], float]:
     return samples
 
 
-def _grown(before: str, after: str) -> dict[tuple[str, str], float]:
+def _grown(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], float]:
     """The samples whose value rose between two scrapes, with their new value.
 
     Earlier test modules in the same Ray session leave their series behind (Ray keeps a
     dead actor's last values), so what this module's traffic did is what changed.
     """
-    old = _samples(before)
-    return {key: value for key, value in _samples(after).items() if value > old.get(key, 0.0)}
+    return {key: value for key, value in after.items() if value > before.get(key, 0.0)}
 
 
 def _labels(series: Iterable[tuple[str, str]], sample: str, label: str) -> set[str]:
@@ -285,7 +286,7 @@ GAUGES = frozenset(
 
 
 def test_traffic_shows_on_the_metrics_endpoint(stack: dict[str, Any]) -> None:
-    before = _metrics_text()
+    before = _samples(_metrics_text())
     asyncio.run(_fund_players())
     base = {"user_id": PLAYERS[0], "currency": "EUR", "game": "rgs:keno80"}
     for n in range(5):
@@ -312,13 +313,15 @@ def test_traffic_shows_on_the_metrics_endpoint(stack: dict[str, Any]) -> None:
     deadline = time.monotonic() + PROMETHEUS_DEADLINE_S
     missing: list[str] = list(REQUIRED)
     text = ""
+    samples: dict[tuple[str, str], float] = {}
     grown: dict[tuple[str, str], float] = {}
     while missing and time.monotonic() < deadline:
         time.sleep(2)
         text = _metrics_text()
-        grown = _grown(before, text)
+        samples = _samples(text)
+        grown = _grown(before, samples)
         present = {name for name, _ in grown} | {
-            name for (name, _), value in _samples(text).items() if name in GAUGES and value > 0
+            name for (name, _), value in samples.items() if name in GAUGES and value > 0
         }
         missing = [name for name in REQUIRED if name not in present]
     assert not missing, f"no samples grew for {missing}"
@@ -327,7 +330,7 @@ def test_traffic_shows_on_the_metrics_endpoint(stack: dict[str, Any]) -> None:
     assert "200" in statuses and len(statuses) >= 2, statuses  # the forged call's refusal too
     assert _labels(grown, "ray_rgs_rate_limited_total", "scope") == {"ip"}
     assert {f"{SHARD_PREFIX}0", f"{SHARD_PREFIX}1"} <= _labels(
-        _samples(text), "ray_rgs_shard_mailbox_depth", "shard"
+        samples, "ray_rgs_shard_mailbox_depth", "shard"
     )
     assert {"open", "settled"} <= _labels(grown, "ray_rgs_rounds_total", "phase")
     assert "ray_rgs_chain_backlog" in text
